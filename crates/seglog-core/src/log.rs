@@ -1,0 +1,632 @@
+//! The log: a directory of segments, its recovery on open, appends, reads and verify.
+
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::{Error, Result};
+use crate::format::{
+    check_frame, framed_len, max_payload_for_segment, Frame, IndexFile, SegmentHeader, FLAG_BATCH_CONTINUES,
+    FRAME_HEADER_LEN, MAX_TIMESTAMP, SEGMENT_HEADER_LEN,
+};
+use crate::segment::{parse_segment_file_name, Segment, Walk, WalkStop};
+use crate::sys;
+
+pub const LOCK_FILE_NAME: &str = "seglog.lock";
+pub const DEFAULT_SEGMENT_BYTES: usize = 64 << 20;
+pub const DEFAULT_INDEX_INTERVAL_BYTES: usize = 4096;
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 16 << 20;
+pub const MIN_SEGMENT_BYTES: usize = 4096;
+pub const MAX_SEGMENT_BYTES: usize = u32::MAX as usize;
+pub const MIN_INDEX_INTERVAL_BYTES: usize = 64;
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Preallocated size of new segments (default 64 MiB).
+    pub segment_bytes: Option<usize>,
+    /// Bytes between sparse index entries (default 4096).
+    pub index_interval_bytes: Option<usize>,
+    /// Largest payload accepted (default 16 MiB, capped to what fits in a segment).
+    pub max_record_bytes: Option<usize>,
+}
+
+/// Options after defaults and validation.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    segment_bytes: usize,
+    index_interval_bytes: usize,
+    max_record_bytes: usize,
+}
+
+impl Limits {
+    fn resolve(o: &Options) -> Result<Limits> {
+        let segment_bytes = o.segment_bytes.unwrap_or(DEFAULT_SEGMENT_BYTES);
+        if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&segment_bytes) {
+            return Err(Error::InvalidArgument(format!(
+                "segmentBytes must be between {MIN_SEGMENT_BYTES} and {MAX_SEGMENT_BYTES}, got {segment_bytes}"
+            )));
+        }
+        let index_interval_bytes = o.index_interval_bytes.unwrap_or(DEFAULT_INDEX_INTERVAL_BYTES);
+        if !(MIN_INDEX_INTERVAL_BYTES..=segment_bytes).contains(&index_interval_bytes) {
+            return Err(Error::InvalidArgument(format!(
+                "indexIntervalBytes must be between {MIN_INDEX_INTERVAL_BYTES} and segmentBytes ({segment_bytes}), got {index_interval_bytes}"
+            )));
+        }
+        let fits = max_payload_for_segment(segment_bytes);
+        let max_record_bytes = match o.max_record_bytes {
+            None => DEFAULT_MAX_RECORD_BYTES.min(fits),
+            Some(m) if m <= fits => m,
+            Some(m) => {
+                return Err(Error::InvalidArgument(format!(
+                    "maxRecordBytes ({m}) must fit in one segment: at most {fits} for segmentBytes {segment_bytes}"
+                )))
+            }
+        };
+        Ok(Limits { segment_bytes, index_interval_bytes, max_record_bytes })
+    }
+}
+
+/// What recovery cut from the tail of the last segment (FORMAT.md 6, step 4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Truncation {
+    pub segment: PathBuf,
+    pub position: u64,
+    pub first_dropped_offset: u64,
+    pub bytes_dropped: u64,
+    pub records_dropped: u64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub truncation: Option<Truncation>,
+    /// Index files that were missing or failed their checks and were rebuilt from the log.
+    pub indexes_rebuilt: Vec<PathBuf>,
+    pub temp_files_removed: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub path: PathBuf,
+    pub base_offset: u64,
+    pub next_offset: u64,
+    pub records: u64,
+    /// Bytes of data written (segment header and frames, padding included).
+    pub data_bytes: u64,
+    /// Preallocated file size.
+    pub file_bytes: u64,
+    pub created_ms: u64,
+    /// Smallest and largest record timestamp; `None` for an empty segment.
+    pub timestamps: Option<(u64, u64)>,
+    pub index_entries: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub segment: PathBuf,
+    pub offset: Option<u64>,
+    pub position: Option<u64>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub segments: usize,
+    pub records: u64,
+    pub bytes: u64,
+    pub index_entries: u64,
+    pub first_offset: u64,
+    pub next_offset: u64,
+    /// The first problem found, if any; verification stops there.
+    pub problem: Option<Problem>,
+}
+
+/// A record borrowed from the log's mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    pub offset: u64,
+    pub timestamp: u64,
+    pub payload: &'a [u8],
+}
+
+/// What `read_frames_into` copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyOutcome {
+    pub records: u64,
+    pub bytes: usize,
+    /// When nothing was copied although records exist: the buffer size the first one needs.
+    pub needed: usize,
+}
+
+pub struct Log {
+    dir: PathBuf,
+    limits: Limits,
+    /// In base-offset order; the last one is the active segment. Never empty while open.
+    segments: Vec<Segment>,
+    _lock: Option<File>,
+    closed: bool,
+    recovery: RecoveryReport,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir` for writing, and recovers it (FORMAT.md 6).
+    pub fn open(dir: impl AsRef<Path>, options: &Options) -> Result<Log> {
+        let limits = Limits::resolve(options)?;
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(Error::io("create log directory", &dir))?;
+        let lock = take_lock(&dir)?;
+        let mut recovery = RecoveryReport::default();
+        let found = list_segments(&dir, &mut recovery.temp_files_removed)?;
+        let mut log = Log { dir, limits, segments: Vec::new(), _lock: Some(lock), closed: false, recovery };
+        if found.is_empty() {
+            let seg = Segment::create(&log.dir, 0, limits.segment_bytes, now_ms())?;
+            log.segments.push(seg);
+            return Ok(log);
+        }
+        let last = found.len() - 1;
+        for (i, (base, path)) in found.into_iter().enumerate() {
+            let seg = Segment::open(path, base)?;
+            if let Some(prev) = log.segments.last() {
+                if seg.base_offset != prev.next_offset {
+                    return Err(Error::corrupt(
+                        &seg.path,
+                        Some(prev.next_offset),
+                        Some(0),
+                        format!(
+                            "segment starts at offset {} but the previous segment ends at {}",
+                            seg.base_offset, prev.next_offset
+                        ),
+                    ));
+                }
+            }
+            let seg = if i == last { log.recover_active(seg)? } else { log.load_sealed(seg)? };
+            log.segments.push(seg);
+        }
+        Ok(log)
+    }
+
+    fn load_sealed(&mut self, mut seg: Segment) -> Result<Segment> {
+        let idx = read_index(&seg);
+        if !idx.is_some_and(|idx| seg.adopt_sealed_index(idx)) {
+            seg.rebuild_sealed(self.limits.index_interval_bytes)?;
+            seg.write_index(true)?;
+            self.recovery.indexes_rebuilt.push(seg.index_path());
+        }
+        Ok(seg)
+    }
+
+    /// Recovers the last segment: walk from the last index entry that checks out, cut a
+    /// torn tail or an incomplete batch, then zero everything after the end of data.
+    fn recover_active(&mut self, mut seg: Segment) -> Result<Segment> {
+        let interval = self.limits.index_interval_bytes;
+        let idx = read_index(&seg);
+        let mut walk = match &idx {
+            Some(idx) => start_from_index(&seg, idx),
+            None => Walk::from_start(seg.base_offset),
+        };
+        let started_at_first = walk.position == SEGMENT_HEADER_LEN;
+        let mut stop = seg.walk(&mut walk, interval);
+        // The minimum timestamp before the starting entry is known only from the index
+        // file, and only if everything it covered survived.
+        let idx_min_exact = idx.as_ref().filter(|i| i.next_offset <= walk.next_offset).map(|i| i.min_timestamp);
+        if !started_at_first && idx_min_exact.is_none() {
+            walk = Walk::from_start(seg.base_offset);
+            stop = seg.walk(&mut walk, interval);
+        } else if let Some(min) = idx_min_exact {
+            walk.min_ts = walk.min_ts.min(min);
+        }
+        if idx.is_none() || !started_at_first && idx_min_exact.is_none() {
+            self.recovery.indexes_rebuilt.push(seg.index_path());
+        }
+        let mut reason = match stop {
+            WalkStop::Bad { problem, .. } => Some(problem.describe().to_string()),
+            WalkStop::End => None,
+        };
+        if walk.cut_open_batch() {
+            reason.get_or_insert_with(|| "incomplete atomic batch at the tail".to_string());
+        }
+        if let Some(reason) = reason {
+            let cut = walk.position;
+            self.recovery.truncation = Some(Truncation {
+                segment: seg.path.clone(),
+                position: cut as u64,
+                first_dropped_offset: walk.next_offset,
+                bytes_dropped: seg.last_nonzero_at_or_after(cut).map_or(0, |p| (p + 1 - cut) as u64),
+                records_dropped: seg.count_well_formed_from(cut),
+                reason,
+            });
+        }
+        seg.adopt_walk(walk);
+        seg.zero_tail()?;
+        Ok(seg)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    pub fn max_record_bytes(&self) -> usize {
+        self.limits.max_record_bytes
+    }
+
+    pub fn first_offset(&self) -> u64 {
+        self.segments.first().map_or(0, |s| s.base_offset)
+    }
+
+    pub fn next_offset(&self) -> u64 {
+        self.segments.last().map_or(0, |s| s.next_offset)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn active(&mut self) -> &mut Segment {
+        self.segments.last_mut().expect("an open log always has an active segment")
+    }
+
+    fn timestamp(timestamp: Option<u64>) -> Result<u64> {
+        match timestamp {
+            None => Ok(now_ms()),
+            Some(t) if t <= MAX_TIMESTAMP => Ok(t),
+            Some(t) => Err(Error::InvalidArgument(format!("timestamp {t} is above 2^53-1"))),
+        }
+    }
+
+    // ---- writes ----
+
+    /// Appends one record and returns its offset.
+    pub fn append(&mut self, payload: &[u8], timestamp: Option<u64>) -> Result<u64> {
+        self.check_open()?;
+        if payload.len() > self.limits.max_record_bytes {
+            return Err(Error::RecordTooLarge { size: payload.len(), max: self.limits.max_record_bytes });
+        }
+        let timestamp = Self::timestamp(timestamp)?;
+        if !self.active().fits(framed_len(payload.len())) {
+            self.roll()?;
+        }
+        let interval = self.limits.index_interval_bytes;
+        Ok(self.active().append(payload, timestamp, 0, interval))
+    }
+
+    /// Appends records atomically (all or none survive a crash) and returns the first offset.
+    /// The batch must fit in one segment. An empty batch appends nothing.
+    pub fn append_batch<'a, I>(&mut self, payloads: I, timestamp: Option<u64>) -> Result<u64>
+    where
+        I: IntoIterator<Item = &'a [u8]>,
+        I::IntoIter: Clone,
+    {
+        self.check_open()?;
+        let payloads = payloads.into_iter();
+        let timestamp = Self::timestamp(timestamp)?;
+        let max = self.limits.max_record_bytes;
+        let (mut count, mut framed) = (0usize, 0usize);
+        for p in payloads.clone() {
+            if p.len() > max {
+                return Err(Error::RecordTooLarge { size: p.len(), max });
+            }
+            count += 1;
+            framed += framed_len(p.len());
+        }
+        let first = self.next_offset();
+        if count == 0 {
+            return Ok(first);
+        }
+        let capacity = self.limits.segment_bytes - SEGMENT_HEADER_LEN;
+        if framed > capacity {
+            return Err(Error::BatchTooLarge { bytes: framed, max: capacity });
+        }
+        if !self.active().fits(framed) {
+            self.roll()?;
+        }
+        let interval = self.limits.index_interval_bytes;
+        let active = self.active();
+        for (i, p) in payloads.enumerate() {
+            let flags = if i + 1 < count { FLAG_BATCH_CONTINUES } else { 0 };
+            active.append(p, timestamp, flags, interval);
+        }
+        Ok(first)
+    }
+
+    /// `append_batch` for payloads packed back to back in `data`, with their `lengths`.
+    pub fn append_packed(&mut self, data: &[u8], lengths: &[u32], timestamp: Option<u64>) -> Result<u64> {
+        let total: u64 = lengths.iter().map(|&l| l as u64).sum();
+        if total != data.len() as u64 {
+            return Err(Error::InvalidArgument(format!(
+                "batch lengths add up to {total} bytes but the data has {}",
+                data.len()
+            )));
+        }
+        let payloads = lengths.iter().scan(0usize, |at, &len| {
+            let p = &data[*at..*at + len as usize];
+            *at += len as usize;
+            Some(p)
+        });
+        self.append_batch(payloads, timestamp)
+    }
+
+    /// Seals the active segment (msync, index) and creates the next one (FORMAT.md 7).
+    fn roll(&mut self) -> Result<()> {
+        let segment_bytes = self.limits.segment_bytes;
+        let active = self.active();
+        let base = active.next_offset;
+        if active.record_count() == 0 {
+            // An empty active segment too small for the record (made with an older,
+            // smaller segmentBytes): replace it; the rename below overwrites it atomically.
+            self.segments.pop();
+        } else {
+            active.flush()?;
+            active.write_index(true)?;
+        }
+        let seg = Segment::create(&self.dir, base, segment_bytes, now_ms())?;
+        self.segments.push(seg);
+        Ok(())
+    }
+
+    /// Writes all data to stable storage (msync of the active segment).
+    pub fn flush(&mut self) -> Result<()> {
+        self.check_open()?;
+        self.active().flush()
+    }
+
+    // ---- reads ----
+
+    /// Segment index and frame position of `offset`, or `None` at or past `next_offset`.
+    fn locate(&self, offset: u64) -> Result<Option<(usize, usize)>> {
+        self.check_open()?;
+        if offset >= self.next_offset() {
+            return Ok(None);
+        }
+        if offset < self.first_offset() {
+            return Err(Error::OffsetOutOfRange { offset, first: self.first_offset() });
+        }
+        let i = self.segments.partition_point(|s| s.base_offset <= offset) - 1;
+        let pos = self.segments[i].position_of(offset, self.limits.index_interval_bytes)?;
+        Ok(Some((i, pos)))
+    }
+
+    /// The record at `offset`, checked (CRC, offset), or `None` at or past `next_offset`.
+    pub fn read(&self, offset: u64) -> Result<Option<Record<'_>>> {
+        let Some((i, pos)) = self.locate(offset)? else { return Ok(None) };
+        let seg = &self.segments[i];
+        let info = seg.checked_frame(pos, offset)?;
+        Ok(Some(Record {
+            offset,
+            timestamp: info.timestamp,
+            payload: &seg.bytes()[pos + FRAME_HEADER_LEN..pos + info.frame_len],
+        }))
+    }
+
+    /// The whole checked frame of the record at `offset` (FORMAT.md 2.2), unpadded.
+    pub fn read_frame(&self, offset: u64) -> Result<Option<&[u8]>> {
+        let Some((i, pos)) = self.locate(offset)? else { return Ok(None) };
+        let seg = &self.segments[i];
+        let info = seg.checked_frame(pos, offset)?;
+        Ok(Some(&seg.bytes()[pos..pos + info.frame_len]))
+    }
+
+    /// Copies the frames of up to `max_records` records from `from` into `dest`, back to
+    /// back and padded as on disk, each checked first. Stops before exceeding `max_bytes`
+    /// (but always copies one record if `dest` can hold it) or the end of `dest`.
+    pub fn read_frames_into(&self, from: u64, max_records: u64, max_bytes: usize, dest: &mut [u8]) -> Result<CopyOutcome> {
+        let mut out = CopyOutcome { records: 0, bytes: 0, needed: 0 };
+        let mut offset = from;
+        'segments: while out.records < max_records {
+            let Some((i, start)) = self.locate(offset)? else { break };
+            let seg = &self.segments[i];
+            let mut pos = start;
+            while out.records < max_records && offset < seg.next_offset {
+                let info = seg.checked_frame(pos, offset)?;
+                let framed = info.next_position(pos) - pos;
+                let total = out.bytes + (pos - start) + framed;
+                if total > dest.len() || (out.records > 0 && total > max_bytes) {
+                    if out.records == 0 {
+                        out.needed = framed;
+                    }
+                    copy_range(dest, &mut out.bytes, &seg.bytes()[start..pos]);
+                    break 'segments;
+                }
+                pos += framed;
+                offset += 1;
+                out.records += 1;
+            }
+            copy_range(dest, &mut out.bytes, &seg.bytes()[start..pos]);
+            if offset < seg.next_offset {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Iterates over records from `from` (inclusive) to `to` (exclusive).
+    pub fn iter(&self, from: u64, to: u64) -> impl Iterator<Item = Result<Record<'_>>> + '_ {
+        let to = to.min(self.next_offset());
+        (from.max(self.first_offset())..to).map(move |o| self.read(o).map(|r| r.expect("offset below next_offset")))
+    }
+
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        self.segments
+            .iter()
+            .map(|s| SegmentInfo {
+                path: s.path.clone(),
+                base_offset: s.base_offset,
+                next_offset: s.next_offset,
+                records: s.record_count(),
+                data_bytes: s.end as u64,
+                file_bytes: s.size() as u64,
+                created_ms: s.created_ms,
+                timestamps: (s.record_count() > 0).then_some((s.min_ts, s.max_ts)),
+                index_entries: s.index_entries().len(),
+            })
+            .collect()
+    }
+
+    /// Full check of every segment: header, every frame (bounds, CRC, offset sequence),
+    /// the zero tail after the data, and every index entry against the frame it names.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        self.check_open()?;
+        let mut report = VerifyReport {
+            segments: self.segments.len(),
+            records: 0,
+            bytes: 0,
+            index_entries: 0,
+            first_offset: self.first_offset(),
+            next_offset: self.next_offset(),
+            problem: None,
+        };
+        let mut expected_base = self.first_offset();
+        for seg in &self.segments {
+            if let Err(p) = verify_segment(seg, expected_base, &mut report) {
+                report.problem = Some(p);
+                break;
+            }
+            expected_base = seg.next_offset;
+        }
+        Ok(report)
+    }
+
+    /// Writes the active segment's index and releases the lock and mappings. Idempotent.
+    pub fn close(&mut self) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        self.closed = true;
+        let result = match self.segments.last() {
+            Some(active) => active.write_index(false),
+            None => Ok(()),
+        };
+        self.segments.clear();
+        self._lock = None;
+        result
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        // A safety net only: callers close explicitly and see any error there.
+        let _ = self.close();
+    }
+}
+
+fn copy_range(dest: &mut [u8], at: &mut usize, src: &[u8]) {
+    dest[*at..*at + src.len()].copy_from_slice(src);
+    *at += src.len();
+}
+
+fn take_lock(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE_NAME);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(Error::io("open lock file", &path))?;
+    match sys::try_lock_exclusive(&file) {
+        Ok(true) => Ok(file),
+        Ok(false) => Err(Error::Locked { path }),
+        Err(e) => Err(Error::io("lock", &path)(e)),
+    }
+}
+
+/// Segment files in base-offset order; removes leftover `*.tmp` files.
+fn list_segments(dir: &Path, removed: &mut Vec<PathBuf>) -> Result<Vec<(u64, PathBuf)>> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).map_err(Error::io("list log directory", dir))? {
+        let entry = entry.map_err(Error::io("list log directory", dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(".tmp") {
+            fs::remove_file(entry.path()).map_err(Error::io("remove temp file", entry.path()))?;
+            removed.push(entry.path());
+        } else if let Some(base) = parse_segment_file_name(name) {
+            found.push((base, entry.path()));
+        }
+    }
+    found.sort();
+    if !removed.is_empty() {
+        sys::fsync_dir(dir).map_err(Error::io("fsync directory", dir))?;
+    }
+    Ok(found)
+}
+
+fn read_index(seg: &Segment) -> Option<IndexFile> {
+    let bytes = fs::read(seg.index_path()).ok()?;
+    IndexFile::decode(&bytes, seg.base_offset, seg.size()).ok()
+}
+
+/// A walk starting at the last index entry whose frame checks out, or at the first record.
+fn start_from_index(seg: &Segment, idx: &IndexFile) -> Walk {
+    let max_payload = seg.max_payload_on_disk();
+    for i in (0..idx.entries.len()).rev() {
+        let e = idx.entries[i];
+        let offset = seg.base_offset + e.relative_offset as u64;
+        if let Frame::Valid(_) = check_frame(seg.bytes(), e.position as usize, offset, max_payload) {
+            return Walk::from_entry(seg.base_offset, &idx.entries, i);
+        }
+    }
+    Walk::from_start(seg.base_offset)
+}
+
+fn verify_segment(seg: &Segment, expected_base: u64, report: &mut VerifyReport) -> Result<(), Problem> {
+    let problem = |offset: Option<u64>, position: Option<usize>, reason: &str| Problem {
+        segment: seg.path.clone(),
+        offset,
+        position: position.map(|p| p as u64),
+        reason: reason.to_string(),
+    };
+    let bytes = seg.bytes();
+    SegmentHeader::decode(bytes).map_err(|r| problem(None, Some(0), r))?;
+    if seg.base_offset != expected_base {
+        return Err(problem(Some(expected_base), Some(0), "segment does not start where the previous one ends"));
+    }
+    let entries = seg.index_entries();
+    let (mut pos, mut offset, mut max_ts, mut j) = (SEGMENT_HEADER_LEN, seg.base_offset, 0u64, 0usize);
+    let max_payload = seg.max_payload_on_disk();
+    while offset < seg.next_offset {
+        let info = match check_frame(bytes, pos, offset, max_payload) {
+            Frame::Valid(info) => info,
+            Frame::Bad(p) => return Err(problem(Some(offset), Some(pos), p.describe())),
+            Frame::End => return Err(problem(Some(offset), Some(pos), "record missing before end of data")),
+        };
+        max_ts = max_ts.max(info.timestamp);
+        if let Some(e) = entries.get(j).filter(|e| e.position as usize == pos) {
+            if e.relative_offset as u64 != offset - seg.base_offset || e.max_timestamp != max_ts {
+                return Err(problem(Some(offset), Some(pos), "index entry disagrees with the record it points at"));
+            }
+            j += 1;
+            report.index_entries += 1;
+        }
+        report.records += 1;
+        pos = info.next_position(pos);
+        offset += 1;
+    }
+    if j != entries.len() {
+        return Err(problem(None, entries.get(j).map(|e| e.position as usize), "index entry does not point at a record"));
+    }
+    if pos != seg.end {
+        return Err(problem(Some(offset), Some(pos), "end of data disagrees with the records"));
+    }
+    let tail_end = (pos + 4096).min(bytes.len());
+    if bytes[pos..tail_end].iter().any(|&b| b != 0) {
+        return Err(problem(Some(offset), Some(pos), "non-zero bytes after the end of data"));
+    }
+    report.bytes += pos as u64;
+    Ok(())
+}

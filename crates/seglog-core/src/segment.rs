@@ -1,0 +1,497 @@
+//! One segment file: its mapping, its in-memory index, frame walks and appends.
+
+use std::cell::RefCell;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{fence, Ordering};
+
+use crate::error::{Error, Result};
+use crate::format::{
+    check_frame, check_frame_header, framed_len, max_payload_for_segment, put_frame_len, write_frame_body, Frame,
+    FrameInfo, FrameProblem, IndexEntry, IndexFile, SegmentHeader, FLAG_BATCH_CONTINUES, FRAME_HEADER_LEN,
+    SEGMENT_HEADER_LEN,
+};
+use crate::sys::{self, Mapping};
+
+pub const SEGMENT_SUFFIX: &str = ".seg";
+pub const INDEX_SUFFIX: &str = ".idx";
+
+pub fn segment_file_name(base_offset: u64) -> String {
+    format!("{base_offset:020}{SEGMENT_SUFFIX}")
+}
+
+/// Parses `<20 digits>.seg`.
+pub fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(SEGMENT_SUFFIX)?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+/// Where a walk over frames stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalkStop {
+    /// A zero length or the end of the segment: clean end of data.
+    End,
+    /// A frame that fails FORMAT.md 5 at `position`, where `offset` was expected.
+    Bad { position: usize, offset: u64, problem: FrameProblem },
+}
+
+/// The state of a walk: where the next frame is and what has been seen.
+#[derive(Debug, Clone)]
+pub struct Walk {
+    pub position: usize,
+    pub next_offset: u64,
+    pub min_ts: u64,
+    pub max_ts: u64,
+    pub entries: Vec<IndexEntry>,
+    last_entry_position: Option<usize>,
+    /// Set while inside an atomic batch: the state before its first record.
+    pub batch_start: Option<BatchMark>,
+}
+
+/// The walk state before the first record of an open batch, to cut back to.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchMark {
+    pub position: usize,
+    pub next_offset: u64,
+    min_ts: u64,
+    max_ts: u64,
+    entries_len: usize,
+    last_entry_position: Option<usize>,
+}
+
+impl Walk {
+    pub fn from_start(base_offset: u64) -> Walk {
+        Walk {
+            position: SEGMENT_HEADER_LEN,
+            next_offset: base_offset,
+            min_ts: u64::MAX,
+            max_ts: 0,
+            entries: Vec::new(),
+            last_entry_position: None,
+            batch_start: None,
+        }
+    }
+
+    /// Starts at index entry `e` (whose frame the caller will check), keeping the entries before it.
+    pub fn from_entry(base_offset: u64, entries: &[IndexEntry], i: usize) -> Walk {
+        let e = entries[i];
+        Walk {
+            position: e.position as usize,
+            next_offset: base_offset + e.relative_offset as u64,
+            min_ts: u64::MAX,
+            max_ts: if i == 0 { 0 } else { entries[i - 1].max_timestamp },
+            entries: entries[..i].to_vec(),
+            last_entry_position: if i == 0 { None } else { Some(entries[i - 1].position as usize) },
+            batch_start: None,
+        }
+    }
+
+    /// Cuts back to the start of the open batch, if any. Returns true if it did.
+    pub fn cut_open_batch(&mut self) -> bool {
+        let Some(m) = self.batch_start.take() else { return false };
+        self.position = m.position;
+        self.next_offset = m.next_offset;
+        self.min_ts = m.min_ts;
+        self.max_ts = m.max_ts;
+        self.entries.truncate(m.entries_len);
+        self.last_entry_position = m.last_entry_position;
+        true
+    }
+
+    /// Notes a valid record at `self.position` and advances past it.
+    fn advance(&mut self, base_offset: u64, info: &FrameInfo, index_interval: usize) {
+        if info.flags & FLAG_BATCH_CONTINUES != 0 {
+            if self.batch_start.is_none() {
+                self.batch_start = Some(BatchMark {
+                    position: self.position,
+                    next_offset: self.next_offset,
+                    min_ts: self.min_ts,
+                    max_ts: self.max_ts,
+                    entries_len: self.entries.len(),
+                    last_entry_position: self.last_entry_position,
+                });
+            }
+        } else {
+            self.batch_start = None;
+        }
+        self.min_ts = self.min_ts.min(info.timestamp);
+        self.max_ts = self.max_ts.max(info.timestamp);
+        let due = match self.last_entry_position {
+            None => true,
+            Some(last) => self.position - last >= index_interval,
+        };
+        if due {
+            self.entries.push(IndexEntry {
+                relative_offset: (info.offset - base_offset) as u32,
+                position: self.position as u32,
+                max_timestamp: self.max_ts,
+            });
+            self.last_entry_position = Some(self.position);
+        }
+        self.position = info.next_position(self.position);
+        self.next_offset += 1;
+    }
+}
+
+pub struct Segment {
+    pub path: PathBuf,
+    pub base_offset: u64,
+    pub created_ms: u64,
+    /// Offset the next record appended to this segment gets.
+    pub next_offset: u64,
+    /// Position after the last frame (8-byte aligned): where the next frame goes.
+    pub end: usize,
+    pub min_ts: u64,
+    pub max_ts: u64,
+    /// Sparse index; a `RefCell` so a lookup that finds it lying can rebuild it.
+    index: RefCell<Vec<IndexEntry>>,
+    last_entry_position: Option<usize>,
+    map: Mapping,
+    file: File,
+}
+
+impl Segment {
+    /// Creates a segment durably (FORMAT.md 7): temp file, preallocate, header, fsync,
+    /// rename, fsync the directory.
+    pub fn create(dir: &Path, base_offset: u64, segment_bytes: usize, created_ms: u64) -> Result<Segment> {
+        let path = dir.join(segment_file_name(base_offset));
+        let tmp = dir.join(format!("{}.tmp", segment_file_name(base_offset)));
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(Error::io("create segment", &tmp))?;
+        let header = SegmentHeader { base_offset, created_ms, segment_bytes: segment_bytes as u64 };
+        let result = (|| {
+            sys::preallocate(&file, segment_bytes as u64)?;
+            file.write_all(&header.encode())?;
+            file.sync_all()
+        })();
+        if let Err(e) = result {
+            drop(file);
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io("preallocate segment", &tmp)(e));
+        }
+        fs::rename(&tmp, &path).map_err(Error::io("rename segment", &path))?;
+        sys::fsync_dir(dir).map_err(Error::io("fsync directory", dir))?;
+        let map = Mapping::map(&file, segment_bytes).map_err(Error::io("map segment", &path))?;
+        Ok(Segment {
+            path,
+            base_offset,
+            created_ms,
+            next_offset: base_offset,
+            end: SEGMENT_HEADER_LEN,
+            min_ts: u64::MAX,
+            max_ts: 0,
+            index: RefCell::new(Vec::new()),
+            last_entry_position: None,
+            map,
+            file,
+        })
+    }
+
+    /// Opens and maps an existing segment and checks its header. The caller then
+    /// establishes its extent with `adopt_index` or a walk.
+    pub fn open(path: PathBuf, base_offset: u64) -> Result<Segment> {
+        let file = OpenOptions::new().read(true).write(true).open(&path).map_err(Error::io("open segment", &path))?;
+        let len = file.metadata().map_err(Error::io("stat segment", &path))?.len() as usize;
+        if len < SEGMENT_HEADER_LEN + 4 {
+            return Err(Error::corrupt(&path, None, Some(0), format!("segment file is only {len} bytes")));
+        }
+        let map = Mapping::map(&file, len).map_err(Error::io("map segment", &path))?;
+        let header = SegmentHeader::decode(map.bytes()).map_err(|r| Error::corrupt(&path, None, Some(0), r))?;
+        if header.base_offset != base_offset {
+            return Err(Error::corrupt(&path, None, Some(0), "segment header base offset does not match the file name"));
+        }
+        if header.segment_bytes != len as u64 {
+            return Err(Error::corrupt(
+                &path,
+                None,
+                Some(0),
+                format!("segment file is {len} bytes but its header says {}", header.segment_bytes),
+            ));
+        }
+        Ok(Segment {
+            path,
+            base_offset,
+            created_ms: header.created_ms,
+            next_offset: base_offset,
+            end: SEGMENT_HEADER_LEN,
+            min_ts: u64::MAX,
+            max_ts: 0,
+            index: RefCell::new(Vec::new()),
+            last_entry_position: None,
+            map,
+            file,
+        })
+    }
+
+    pub fn index_path(&self) -> PathBuf {
+        self.path.with_extension(&INDEX_SUFFIX[1..])
+    }
+
+    #[inline]
+    pub fn size(&self) -> usize {
+        self.map.bytes().len()
+    }
+
+    #[inline]
+    pub fn bytes(&self) -> &[u8] {
+        self.map.bytes()
+    }
+
+    /// Largest payload any frame of this segment can have (FORMAT.md 5, step 2).
+    #[inline]
+    pub fn max_payload_on_disk(&self) -> usize {
+        max_payload_for_segment(self.size())
+    }
+
+    pub fn record_count(&self) -> u64 {
+        self.next_offset - self.base_offset
+    }
+
+    pub fn index_entries(&self) -> Vec<IndexEntry> {
+        self.index.borrow().clone()
+    }
+
+    /// Walks frames from `walk` until the end of data or a bad frame, checking CRCs.
+    pub fn walk(&self, walk: &mut Walk, index_interval: usize) -> WalkStop {
+        let seg = self.bytes();
+        let max_payload = self.max_payload_on_disk();
+        loop {
+            match check_frame(seg, walk.position, walk.next_offset, max_payload) {
+                Frame::End => return WalkStop::End,
+                Frame::Bad(problem) => {
+                    return WalkStop::Bad { position: walk.position, offset: walk.next_offset, problem }
+                }
+                Frame::Valid(info) => walk.advance(self.base_offset, &info, index_interval),
+            }
+        }
+    }
+
+    /// Takes the extent and index found by a walk.
+    pub fn adopt_walk(&mut self, walk: Walk) {
+        self.end = walk.position;
+        self.next_offset = walk.next_offset;
+        self.min_ts = walk.min_ts;
+        self.max_ts = walk.max_ts;
+        self.last_entry_position = walk.last_entry_position;
+        *self.index.get_mut() = walk.entries;
+    }
+
+    /// Full scan from the first frame; used for sealed segments without a usable index.
+    /// Any bad frame is corruption (a sealed segment was synced before the next existed).
+    pub fn rebuild_sealed(&mut self, index_interval: usize) -> Result<()> {
+        let mut walk = Walk::from_start(self.base_offset);
+        match self.walk(&mut walk, index_interval) {
+            WalkStop::End => {}
+            WalkStop::Bad { position, offset, problem } => {
+                return Err(Error::corrupt(&self.path, Some(offset), Some(position as u64), problem.describe()))
+            }
+        }
+        self.adopt_walk(walk);
+        Ok(())
+    }
+
+    /// Tries to use an index file for a sealed segment: it must start at the first record,
+    /// and the frames from its last entry must end exactly at its `end_position` with offset
+    /// `next_offset`. Returns false (changing nothing) if it does not check out.
+    pub fn adopt_sealed_index(&mut self, idx: IndexFile) -> bool {
+        let (Some(first), Some(last)) = (idx.entries.first(), idx.entries.last()) else { return false };
+        if first.relative_offset != 0 || first.position as usize != SEGMENT_HEADER_LEN {
+            return false;
+        }
+        let mut walk = Walk::from_entry(self.base_offset, &idx.entries, idx.entries.len() - 1);
+        if self.walk(&mut walk, usize::MAX) != WalkStop::End
+            || walk.position != idx.end_position as usize
+            || walk.next_offset != idx.next_offset
+            || walk.max_ts > idx.max_timestamp
+            || walk.min_ts < idx.min_timestamp
+        {
+            return false;
+        }
+        self.end = walk.position;
+        self.next_offset = walk.next_offset;
+        self.min_ts = idx.min_timestamp;
+        self.max_ts = idx.max_timestamp;
+        self.last_entry_position = Some(last.position as usize);
+        *self.index.get_mut() = idx.entries;
+        true
+    }
+
+    /// The index file content for this segment's current state.
+    pub fn index_file(&self) -> IndexFile {
+        IndexFile {
+            base_offset: self.base_offset,
+            next_offset: self.next_offset,
+            end_position: self.end as u32,
+            min_timestamp: self.min_ts,
+            max_timestamp: self.max_ts,
+            entries: self.index.borrow().clone(),
+        }
+    }
+
+    pub fn write_index(&self, fsync: bool) -> Result<()> {
+        let path = self.index_path();
+        sys::write_file_atomic(&path, &self.index_file().encode(), fsync).map_err(Error::io("write index", &path))
+    }
+
+    // ---- reads ----
+
+    /// Position of the frame holding `offset` (which must be in this segment), using the
+    /// sparse index as a hint: the hit is checked against the frame, and an index that
+    /// lies is rebuilt from the log before trying again.
+    pub fn position_of(&self, offset: u64, index_interval: usize) -> Result<usize> {
+        debug_assert!(offset >= self.base_offset && offset < self.next_offset);
+        if let Some(pos) = self.position_via_index(offset) {
+            return Ok(pos);
+        }
+        self.rebuild_index_in_place(index_interval)?;
+        self.position_via_index(offset).ok_or_else(|| {
+            Error::corrupt(&self.path, Some(offset), None, "record not found after rebuilding the index")
+        })
+    }
+
+    fn position_via_index(&self, offset: u64) -> Option<usize> {
+        let index = self.index.borrow();
+        let rel = (offset - self.base_offset) as u32;
+        let i = index.partition_point(|e| e.relative_offset <= rel);
+        let (mut pos, mut at) = match i {
+            0 => (SEGMENT_HEADER_LEN, self.base_offset),
+            _ => (index[i - 1].position as usize, self.base_offset + index[i - 1].relative_offset as u64),
+        };
+        let seg = self.bytes();
+        let max_payload = self.max_payload_on_disk();
+        while pos < self.end {
+            match check_frame_header(seg, pos, at, max_payload) {
+                Frame::Valid(info) if at == offset => return Some(pos).filter(|_| info.offset == offset),
+                Frame::Valid(info) => {
+                    pos = info.next_position(pos);
+                    at += 1;
+                }
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    fn rebuild_index_in_place(&self, index_interval: usize) -> Result<()> {
+        let mut walk = Walk::from_start(self.base_offset);
+        let stop = self.walk(&mut walk, index_interval);
+        if walk.position < self.end {
+            let (position, offset, reason) = match stop {
+                WalkStop::Bad { position, offset, problem } => (position, offset, problem.describe()),
+                WalkStop::End => (walk.position, walk.next_offset, "unexpected end of data"),
+            };
+            return Err(Error::corrupt(&self.path, Some(offset), Some(position as u64), reason));
+        }
+        *self.index.borrow_mut() = walk.entries;
+        Ok(())
+    }
+
+    /// Checks the frame at `pos` fully (length bounds, CRC, offset) for a read.
+    pub fn checked_frame(&self, pos: usize, offset: u64) -> Result<FrameInfo> {
+        match check_frame(self.bytes(), pos, offset, self.max_payload_on_disk()) {
+            Frame::Valid(info) => Ok(info),
+            Frame::Bad(problem) => Err(Error::corrupt(&self.path, Some(offset), Some(pos as u64), problem.describe())),
+            Frame::End => Err(Error::corrupt(&self.path, Some(offset), Some(pos as u64), "record missing before end of data")),
+        }
+    }
+
+    // ---- writes ----
+
+    #[inline]
+    pub fn fits(&self, framed_bytes: usize) -> bool {
+        self.end + framed_bytes <= self.size()
+    }
+
+    /// Appends one frame at `end`. The caller has checked `fits`.
+    #[inline]
+    pub fn append(&mut self, payload: &[u8], timestamp: u64, flags: u32, index_interval: usize) -> u64 {
+        let offset = self.next_offset;
+        let pos = self.end;
+        let frame_len = FRAME_HEADER_LEN + payload.len();
+        debug_assert!(self.fits(framed_len(payload.len())));
+        let bytes = self.map.bytes_mut();
+        let len_field = write_frame_body(&mut bytes[pos..pos + frame_len], offset, timestamp, flags, payload);
+        // Publish: every other byte of the frame is stored before its length, so a reader
+        // that sees a non-zero length (FORMAT.md 2.2) sees the whole frame.
+        fence(Ordering::Release);
+        put_frame_len(&mut bytes[pos..pos + 4], len_field);
+
+        self.min_ts = self.min_ts.min(timestamp);
+        self.max_ts = self.max_ts.max(timestamp);
+        let due = match self.last_entry_position {
+            None => true,
+            Some(last) => pos - last >= index_interval,
+        };
+        if due {
+            self.index.get_mut().push(IndexEntry {
+                relative_offset: (offset - self.base_offset) as u32,
+                position: pos as u32,
+                max_timestamp: self.max_ts,
+            });
+            self.last_entry_position = Some(pos);
+        }
+        self.end = framed_len(payload.len()) + pos;
+        self.next_offset = offset + 1;
+        offset
+    }
+
+    /// Zeroes everything after the end of data (FORMAT.md 6, step 5) and fsyncs.
+    pub fn zero_tail(&mut self) -> Result<()> {
+        let (from, to) = (self.end, self.size());
+        sys::zero_range(&self.file, &mut self.map, from, to).map_err(Error::io("zero segment tail", &self.path))?;
+        self.file.sync_all().map_err(Error::io("fsync segment", &self.path))
+    }
+
+    /// Msyncs written data to disk.
+    pub fn flush(&self) -> Result<()> {
+        self.map.flush_range(0, self.end).map_err(Error::io("msync segment", &self.path))
+    }
+
+    /// Position of the last non-zero byte at or after `from`, if any (for damage reports).
+    pub fn last_nonzero_at_or_after(&self, from: usize) -> Option<usize> {
+        let seg = &self.bytes()[from..];
+        let chunk = 4096;
+        let mut end = seg.len();
+        while end > 0 {
+            let start = end.saturating_sub(chunk);
+            if seg[start..end].iter().any(|&b| b != 0) {
+                let i = seg[start..end].iter().rposition(|&b| b != 0).unwrap();
+                return Some(from + start + i);
+            }
+            end = start;
+        }
+        None
+    }
+
+    /// Counts frames from `pos` that pass length and CRC checks, whatever their offset.
+    pub fn count_well_formed_from(&self, mut pos: usize) -> u64 {
+        let seg = self.bytes();
+        let max_payload = self.max_payload_on_disk();
+        let mut n = 0;
+        loop {
+            let Some(len) = crate::format::frame_len_at(seg, pos) else { return n };
+            // Any offset is accepted here: ask for the one the frame claims.
+            if len < FRAME_HEADER_LEN || pos + len > seg.len() {
+                return n;
+            }
+            let claimed = u64::from_le_bytes(seg[pos + 8..pos + 16].try_into().unwrap());
+            match check_frame(seg, pos, claimed, max_payload) {
+                Frame::Valid(info) => {
+                    n += 1;
+                    pos = info.next_position(pos);
+                }
+                _ => return n,
+            }
+        }
+    }
+
+}

@@ -1,0 +1,136 @@
+//! The only module with `unsafe`: memory maps and the file-system calls std lacks.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+
+use memmap2::{MmapMut, MmapOptions};
+
+/// A shared, writable mapping of a whole segment file.
+///
+/// Invariants the rest of the engine keeps: the file is never shorter than the mapping
+/// (segments are fully preallocated and never shrunk while mapped: zeroing punches holes
+/// with `KEEP_SIZE`), and the writer lock means no other seglog writer changes the file.
+pub struct Mapping {
+    map: MmapMut,
+}
+
+impl Mapping {
+    pub fn map(file: &File, len: usize) -> io::Result<Mapping> {
+        if len == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "cannot map an empty file"));
+        }
+        // SAFETY: `len` is the file's size as just read by the caller, so no page of the
+        // mapping lies past end of file (no SIGBUS on access). Other processes changing the
+        // file is outside seglog's contract: the writer lock excludes other seglog writers,
+        // and every byte read through the map is bounds- and CRC-checked before it is
+        // trusted, so even a foreign change cannot cause out-of-bounds access.
+        let map = unsafe { MmapOptions::new().len(len).map_mut(file)? };
+        Ok(Mapping { map })
+    }
+
+    #[inline]
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    #[inline]
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.map
+    }
+
+    /// Writes dirty pages in `[from, to)` to disk and waits (msync MS_SYNC).
+    pub fn flush_range(&self, from: usize, to: usize) -> io::Result<()> {
+        if to > from {
+            self.map.flush_range(from, to - from)?;
+        }
+        Ok(())
+    }
+
+}
+
+/// Allocates disk blocks for `[0, len)` so later writes through a mapping cannot hit
+/// ENOSPC (which a mapping would report as SIGBUS).
+pub fn preallocate(file: &File, len: u64) -> io::Result<()> {
+    // SAFETY: plain syscall on a valid, open file descriptor; no memory is passed.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
+/// Makes every byte of `[from, to)` read as zero while keeping the file size and the
+/// blocks allocated: punch a hole, then allocate it again. Falls back to writing zeros
+/// through `map` where the file system cannot punch holes.
+pub fn zero_range(file: &File, map: &mut Mapping, from: usize, to: usize) -> io::Result<()> {
+    if to <= from {
+        return Ok(());
+    }
+    let len = (to - from) as libc::off_t;
+    // SAFETY: plain syscall on a valid descriptor. KEEP_SIZE means the file never gets
+    // shorter than the mapping; the pages in the range simply read as zeros afterwards.
+    // `map` is borrowed mutably, so no Rust reference into the range is alive.
+    let rc = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            from as libc::off_t,
+            len,
+        )
+    };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => {
+                map.bytes_mut()[from..to].fill(0);
+                map.flush_range(from, to)?;
+                return Ok(());
+            }
+            _ => return Err(err),
+        }
+    }
+    // SAFETY: as for `preallocate`.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), from as libc::off_t, len) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
+/// Takes an exclusive, non-blocking `flock` on `file`. Returns `Ok(false)` if another open
+/// file description (this process or another) holds it. The lock dies with the process.
+pub fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    // SAFETY: plain syscall on a valid descriptor.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(err)
+    }
+}
+
+/// Fsyncs a directory so that creations, renames and deletions in it are durable.
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes `bytes` to `path` atomically: `<path>.tmp`, optional fsync, rename.
+/// The caller fsyncs the directory when the rename itself must be durable.
+pub fn write_file_atomic(path: &Path, bytes: &[u8], fsync: bool) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = Path::new(&tmp);
+    let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(tmp)?;
+    f.write_all(bytes)?;
+    if fsync {
+        f.sync_all()?;
+    }
+    drop(f);
+    fs::rename(tmp, path)
+}
