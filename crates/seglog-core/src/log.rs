@@ -146,6 +146,8 @@ pub struct Log {
     _lock: Option<File>,
     closed: bool,
     recovery: RecoveryReport,
+    /// Faults in pages ahead of the writer; shut down before any mapping is dropped.
+    prefaulter: sys::Prefaulter,
 }
 
 pub fn now_ms() -> u64 {
@@ -161,10 +163,19 @@ impl Log {
         let lock = take_lock(&dir)?;
         let mut recovery = RecoveryReport::default();
         let found = list_segments(&dir, &mut recovery.temp_files_removed)?;
-        let mut log = Log { dir, limits, segments: Vec::new(), _lock: Some(lock), closed: false, recovery };
+        let mut log = Log {
+            dir,
+            limits,
+            segments: Vec::new(),
+            _lock: Some(lock),
+            closed: false,
+            recovery,
+            prefaulter: sys::Prefaulter::new(),
+        };
         if found.is_empty() {
             let seg = Segment::create(&log.dir, 0, limits.segment_bytes, now_ms())?;
             log.segments.push(seg);
+            log.prefault();
             return Ok(log);
         }
         let last = found.len() - 1;
@@ -186,6 +197,7 @@ impl Log {
             let seg = if i == last { log.recover_active(seg)? } else { log.load_sealed(seg)? };
             log.segments.push(seg);
         }
+        log.prefault();
         Ok(log)
     }
 
@@ -302,7 +314,18 @@ impl Log {
             self.roll()?;
         }
         let interval = self.limits.index_interval_bytes;
-        Ok(self.active().append(payload, timestamp, 0, interval))
+        let offset = self.active().append(payload, timestamp, 0, interval);
+        self.prefault();
+        Ok(offset)
+    }
+
+    /// Keeps the prefaulter ahead of the writer (a comparison, except every few MiB).
+    #[inline]
+    fn prefault(&mut self) {
+        let active = self.segments.last_mut().expect("an open log always has an active segment");
+        if let Some((from, to)) = active.prefault_due() {
+            self.prefaulter.request(active.mapping(), from, to);
+        }
     }
 
     /// Appends records atomically (all or none survive a crash) and returns the first offset.
@@ -341,6 +364,7 @@ impl Log {
             let flags = if i + 1 < count { FLAG_BATCH_CONTINUES } else { 0 };
             active.append(p, timestamp, flags, interval);
         }
+        self.prefault();
         Ok(first)
     }
 
@@ -376,6 +400,7 @@ impl Log {
         }
         let seg = Segment::create(&self.dir, base, segment_bytes, now_ms())?;
         self.segments.push(seg);
+        self.prefault();
         Ok(())
     }
 
@@ -511,6 +536,7 @@ impl Log {
             Some(active) => active.write_index(false),
             None => Ok(()),
         };
+        self.prefaulter.shutdown();
         self.segments.clear();
         self._lock = None;
         result

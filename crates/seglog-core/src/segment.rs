@@ -150,9 +150,16 @@ pub struct Segment {
     /// Sparse index; a `RefCell` so a lookup that finds it lying can rebuild it.
     index: RefCell<Vec<IndexEntry>>,
     last_entry_position: Option<usize>,
+    /// Everything below this position has been handed to the prefaulter.
+    prefaulted_to: usize,
     map: Mapping,
     file: File,
 }
+
+/// Prefault when the writer gets this close to the prefaulted end...
+const PREFAULT_AHEAD_BYTES: usize = 4 << 20;
+/// ...this many bytes at a time.
+const PREFAULT_CHUNK_BYTES: usize = 4 << 20;
 
 impl Segment {
     /// Creates a segment durably (FORMAT.md 7): temp file, preallocate, header, fsync,
@@ -191,6 +198,7 @@ impl Segment {
             max_ts: 0,
             index: RefCell::new(Vec::new()),
             last_entry_position: None,
+            prefaulted_to: 0,
             map,
             file,
         })
@@ -227,6 +235,7 @@ impl Segment {
             max_ts: 0,
             index: RefCell::new(Vec::new()),
             last_entry_position: None,
+            prefaulted_to: 0,
             map,
             file,
         })
@@ -442,6 +451,23 @@ impl Segment {
         self.end = framed_len(payload.len()) + pos;
         self.next_offset = offset + 1;
         offset
+    }
+
+    /// The next region to prefault, when the writer is within `PREFAULT_AHEAD_BYTES` of
+    /// the prefaulted end.
+    #[inline]
+    pub fn prefault_due(&mut self) -> Option<(usize, usize)> {
+        if self.end + PREFAULT_AHEAD_BYTES <= self.prefaulted_to || self.prefaulted_to >= self.size() {
+            return None;
+        }
+        let from = self.prefaulted_to.max(self.end);
+        let to = (from + PREFAULT_CHUNK_BYTES).min(self.size());
+        self.prefaulted_to = to;
+        Some((from, to))
+    }
+
+    pub fn mapping(&self) -> &Mapping {
+        &self.map
     }
 
     /// Zeroes everything after the end of data (FORMAT.md 6, step 5) and fsyncs.

@@ -134,3 +134,67 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8], fsync: bool) -> io::Result<(
     drop(f);
     fs::rename(tmp, path)
 }
+
+/// `MADV_POPULATE_WRITE` (Linux 5.14): fault pages in writable without touching them.
+const MADV_POPULATE_WRITE: libc::c_int = 23;
+
+/// A region of a mapping to fault in ahead of the writer.
+struct Region {
+    addr: usize,
+    len: usize,
+}
+
+/// A background thread that prefaults regions of segment mappings ahead of the writer,
+/// so appends do not pay first-touch page faults (~5-10 us per 4 KiB page) on the hot path.
+///
+/// Owners must call `shutdown` (or drop this) before unmapping any mapping they passed
+/// to `request`: it joins the thread, so no prefault can touch an unmapped range.
+pub struct Prefaulter {
+    tx: Option<std::sync::mpsc::Sender<Region>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Prefaulter {
+    pub fn new() -> Prefaulter {
+        let (tx, rx) = std::sync::mpsc::channel::<Region>();
+        let thread = std::thread::Builder::new()
+            .name("seglog-prefault".into())
+            .spawn(move || {
+                for r in rx {
+                    // SAFETY: the owner keeps the mapping alive until this thread is joined
+                    // (see the type's contract); POPULATE_WRITE on a live shared file mapping
+                    // only faults pages in, it does not change their contents. Errors (an old
+                    // kernel, EINTR) are ignored: prefaulting is an optimisation.
+                    unsafe {
+                        libc::madvise(r.addr as *mut libc::c_void, r.len, MADV_POPULATE_WRITE);
+                    }
+                }
+            })
+            .ok();
+        Prefaulter { tx: thread.as_ref().map(|_| tx), thread }
+    }
+
+    /// Asks for `[from, to)` of `map` to be faulted in; returns at once.
+    pub fn request(&self, map: &Mapping, from: usize, to: usize) {
+        let to = to.min(map.bytes().len());
+        if let (Some(tx), true) = (&self.tx, to > from) {
+            let page = 4096;
+            let from = from & !(page - 1);
+            let addr = map.bytes().as_ptr() as usize + from;
+            let _ = tx.send(Region { addr, len: to - from });
+        }
+    }
+
+    pub fn shutdown(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Prefaulter {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

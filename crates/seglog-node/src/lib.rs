@@ -1,3 +1,261 @@
+//! N-API binding for seglog-core. It only converts: JS numbers to u64 offsets, typed
+//! arrays to slices, engine errors to JS errors with a stable `code`. Log semantics live
+//! in seglog-core; argument validation with TypeError/RangeError lives in the TS layer,
+//! and the checks here are a second line of defence that throws coded errors.
+
+mod hot;
+mod registry;
+
+use napi::bindgen_prelude::Object;
+use napi::{Env, JsValue};
 use napi_derive::napi;
+use seglog_core as engine;
+
+type Result<T> = napi::Result<T, String>;
+
+/// Why a binding call failed, before it becomes a JS error.
+pub(crate) enum JsFailure {
+    /// A wrong argument type: thrown as a `TypeError`.
+    Type(String),
+    Engine(engine::Error),
+    Internal(String),
+}
+
+impl From<engine::Error> for JsFailure {
+    fn from(e: engine::Error) -> Self {
+        JsFailure::Engine(e)
+    }
+}
+
+impl JsFailure {
+    pub(crate) fn code_and_message(&self) -> (&'static str, String) {
+        match self {
+            JsFailure::Type(m) => ("ERR_INVALID_ARG_TYPE", m.clone()),
+            JsFailure::Engine(e) => (e.code(), e.to_string()),
+            JsFailure::Internal(m) => ("ERR_SEGLOG_INTERNAL", m.clone()),
+        }
+    }
+}
+
+impl From<JsFailure> for napi::Error<String> {
+    fn from(f: JsFailure) -> Self {
+        let (code, msg) = f.code_and_message();
+        napi::Error::new(code.to_string(), msg)
+    }
+}
+
+fn js_error(e: engine::Error) -> napi::Error<String> {
+    JsFailure::Engine(e).into()
+}
+
+/// A JS number that must be a safe non-negative integer (offsets, timestamps, sizes).
+pub(crate) fn js_number_to_u64(name: &str, v: f64) -> std::result::Result<u64, JsFailure> {
+    if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= 9_007_199_254_740_991.0 {
+        Ok(v as u64)
+    } else {
+        Err(JsFailure::Engine(engine::Error::InvalidArgument(format!(
+            "{name} must be a safe non-negative integer, got {v}"
+        ))))
+    }
+}
+
+fn opt_usize(name: &str, v: Option<f64>) -> Result<Option<usize>> {
+    Ok(v.map(|v| js_number_to_u64(name, v).map(|v| v as usize)).transpose()?)
+}
+
+#[napi(module_exports)]
+pub fn register_hot_path(exports: Object, env: Env) -> napi::Result<()> {
+    hot::register(env.raw(), exports.raw())
+}
+
+#[napi(object)]
+pub struct NativeOpenOptions {
+    pub segment_bytes: Option<f64>,
+    pub index_interval_bytes: Option<f64>,
+    pub max_record_bytes: Option<f64>,
+}
+
+#[napi(object)]
+pub struct NativeSegmentInfo {
+    pub path: String,
+    pub base_offset: f64,
+    pub next_offset: f64,
+    pub records: f64,
+    pub data_bytes: f64,
+    pub file_bytes: f64,
+    pub created_ms: f64,
+    pub min_timestamp: Option<f64>,
+    pub max_timestamp: Option<f64>,
+    pub index_entries: u32,
+}
+
+#[napi(object)]
+pub struct NativeProblem {
+    pub segment: String,
+    pub offset: Option<f64>,
+    pub position: Option<f64>,
+    pub reason: String,
+}
+
+#[napi(object)]
+pub struct NativeVerifyReport {
+    pub ok: bool,
+    pub segments: u32,
+    pub records: f64,
+    pub bytes: f64,
+    pub index_entries: f64,
+    pub first_offset: f64,
+    pub next_offset: f64,
+    pub problem: Option<NativeProblem>,
+}
+
+#[napi(object)]
+pub struct NativeTruncation {
+    pub segment: String,
+    pub position: f64,
+    pub first_dropped_offset: f64,
+    pub bytes_dropped: f64,
+    pub records_dropped: f64,
+    pub reason: String,
+}
+
+#[napi(object)]
+pub struct NativeRecoveryReport {
+    pub truncation: Option<NativeTruncation>,
+    pub indexes_rebuilt: Vec<String>,
+    pub temp_files_removed: Vec<String>,
+}
+
+fn path_string(p: &std::path::Path) -> String {
+    p.display().to_string()
+}
+
+/// The native log handle. The TS `Log` class wraps it and keeps it private; hot-path
+/// calls go through the `hot*` functions with `handle`.
 #[napi]
-pub fn ping() -> u32 { 1 }
+pub struct NativeLog {
+    handle: u32,
+}
+
+impl NativeLog {
+    fn with<R>(&self, f: impl FnOnce(&mut engine::Log) -> engine::Result<R>) -> Result<R> {
+        registry::with_log(self.handle, f).map_err(js_error)
+    }
+}
+
+#[napi]
+impl NativeLog {
+    #[napi(factory, catch_unwind)]
+    pub fn open(dir: String, options: Option<NativeOpenOptions>) -> Result<NativeLog> {
+        let o = options.unwrap_or(NativeOpenOptions { segment_bytes: None, index_interval_bytes: None, max_record_bytes: None });
+        let options = engine::Options {
+            segment_bytes: opt_usize("segmentBytes", o.segment_bytes)?,
+            index_interval_bytes: opt_usize("indexIntervalBytes", o.index_interval_bytes)?,
+            max_record_bytes: opt_usize("maxRecordBytes", o.max_record_bytes)?,
+        };
+        let log = engine::Log::open(&dir, &options).map_err(js_error)?;
+        Ok(NativeLog { handle: registry::insert(log) })
+    }
+
+    #[napi(getter)]
+    pub fn handle(&self) -> u32 {
+        self.handle
+    }
+
+    #[napi(getter, catch_unwind)]
+    pub fn first_offset(&self) -> Result<f64> {
+        self.with(|l| Ok(l.first_offset() as f64))
+    }
+
+    #[napi(getter, catch_unwind)]
+    pub fn next_offset(&self) -> Result<f64> {
+        self.with(|l| Ok(l.next_offset() as f64))
+    }
+
+    #[napi(getter, catch_unwind)]
+    pub fn max_record_bytes(&self) -> Result<f64> {
+        self.with(|l| Ok(l.max_record_bytes() as f64))
+    }
+
+    /// Writes all appended data to stable storage (msync).
+    #[napi(catch_unwind)]
+    pub fn flush(&self) -> Result<()> {
+        self.with(|l| l.flush())
+    }
+
+    #[napi(catch_unwind)]
+    pub fn segments(&self) -> Result<Vec<NativeSegmentInfo>> {
+        let segments = self.with(|l| Ok(l.segments()))?;
+        Ok(segments
+            .into_iter()
+            .map(|s| NativeSegmentInfo {
+                path: path_string(&s.path),
+                base_offset: s.base_offset as f64,
+                next_offset: s.next_offset as f64,
+                records: s.records as f64,
+                data_bytes: s.data_bytes as f64,
+                file_bytes: s.file_bytes as f64,
+                created_ms: s.created_ms as f64,
+                min_timestamp: s.timestamps.map(|t| t.0 as f64),
+                max_timestamp: s.timestamps.map(|t| t.1 as f64),
+                index_entries: s.index_entries as u32,
+            })
+            .collect())
+    }
+
+    #[napi(catch_unwind)]
+    pub fn verify(&self) -> Result<NativeVerifyReport> {
+        let r = self.with(|l| l.verify())?;
+        Ok(NativeVerifyReport {
+            ok: r.problem.is_none(),
+            segments: r.segments as u32,
+            records: r.records as f64,
+            bytes: r.bytes as f64,
+            index_entries: r.index_entries as f64,
+            first_offset: r.first_offset as f64,
+            next_offset: r.next_offset as f64,
+            problem: r.problem.map(|p| NativeProblem {
+                segment: path_string(&p.segment),
+                offset: p.offset.map(|o| o as f64),
+                position: p.position.map(|o| o as f64),
+                reason: p.reason,
+            }),
+        })
+    }
+
+    #[napi(catch_unwind)]
+    pub fn recovery_report(&self) -> Result<NativeRecoveryReport> {
+        let r = self.with(|l| Ok(l.recovery_report().clone()))?;
+        Ok(NativeRecoveryReport {
+            truncation: r.truncation.map(|t| NativeTruncation {
+                segment: path_string(&t.segment),
+                position: t.position as f64,
+                first_dropped_offset: t.first_dropped_offset as f64,
+                bytes_dropped: t.bytes_dropped as f64,
+                records_dropped: t.records_dropped as f64,
+                reason: t.reason,
+            }),
+            indexes_rebuilt: r.indexes_rebuilt.iter().map(|p| path_string(p)).collect(),
+            temp_files_removed: r.temp_files_removed.iter().map(|p| path_string(p)).collect(),
+        })
+    }
+
+    /// Idempotent.
+    #[napi(catch_unwind)]
+    pub fn close(&self) -> Result<()> {
+        registry::close(self.handle).map_err(js_error)
+    }
+
+    /// Test hook: panics inside a binding call, to prove panics become JS errors.
+    #[napi(catch_unwind)]
+    pub fn panic_for_test(&self) {
+        panic!("seglog test panic");
+    }
+}
+
+impl Drop for NativeLog {
+    /// The JS object was garbage-collected without `close()`: release the log.
+    fn drop(&mut self) {
+        let _ = registry::close(self.handle);
+    }
+}
