@@ -1,5 +1,5 @@
 import { native, type NativeLog } from './native'
-import { codecs, checkCodec, isFastCodec, type Codec } from './codecs'
+import { codecs, checkCodec, isFastCodec, type Codec, type FastCodec } from './codecs'
 import { checkUint, fromNative, rangeError, seglogError, typeError } from './errors'
 
 export interface LogOptions<T> {
@@ -82,10 +82,11 @@ export interface RecoveryReport {
   tempFilesRemoved: string[]
 }
 
-// Frame layout, docs/FORMAT.md 2.2.
+// Frame layout, docs/FORMAT.md 2.2: crc u32 | frame_len u32 | offset u64 | timestamp u64 | flags u32 | payload.
 const FRAME_HEADER_LEN = 28
 const TIMESTAMP_AT = 16
-const OFFSET_AT = 8
+const LEN_WORD = 1 // frame_len at byte 4
+const TS_WORD = 4 // timestamp at byte 16
 const TWO_32 = 4294967296
 const DEFAULT_BATCH_RECORDS = 1000
 const DEFAULT_BATCH_BYTES = 1 << 20
@@ -102,6 +103,7 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
   readonly #native: NativeLog
   readonly #handle: number
   readonly #codec: Codec<T>
+  readonly #fast: FastCodec<T> | undefined
   readonly #raw: boolean
   readonly #maxRecordBytes: number
   readonly #recovery: RecoveryReport
@@ -114,6 +116,7 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     this.#native = nativeLog
     this.#handle = nativeLog.handle
     this.#codec = codec
+    this.#fast = isFastCodec(codec) ? codec : undefined
     this.#raw = codec === (codecs.raw as Codec<unknown>)
     this.#maxRecordBytes = nativeLog.maxRecordBytes
     this.#recovery = nativeLog.recoveryReport() as RecoveryReport
@@ -223,7 +226,7 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     }
     if (n === 0) return undefined
     const s = this.#scratch
-    return { offset, timestamp: readU64(s, TIMESTAMP_AT), value: this.#decode(s, FRAME_HEADER_LEN, n, false) }
+    return { offset, timestamp: readU64(s, TIMESTAMP_AT), value: this.#decodeCopy(s, FRAME_HEADER_LEN, n) }
   }
 
   /**
@@ -239,7 +242,7 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     const out: LogRecord<T>[] = []
     if (maxRecords === 0) return out
     const [buf, bytes] = this.#fetch(from, maxRecords, maxBytes, Math.min(align8(maxBytes) + 4096, ITER_BUFFER_MAX))
-    for (let p = 0; p < bytes; ) p = this.#parse(buf, p, out)
+    this.#parse(buf, bytes, from, out)
     return out
   }
 
@@ -256,10 +259,9 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     while (next < to) {
       const [buf, bytes] = this.#fetch(next, to - next, size, size)
       batch.length = 0
-      for (let p = 0; p < bytes; ) p = this.#parse(buf, p, batch)
-      next += batch.length
+      next = this.#parse(buf, bytes, next, batch)
       if (bytes > size / 2 && size < ITER_BUFFER_MAX) size *= 2
-      yield* batch
+      for (let i = 0; i < batch.length; i++) yield batch[i]
     }
   }
 
@@ -302,10 +304,10 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     return bytes
   }
 
-  #decode(buf: Buffer, start: number, end: number, stable: boolean): T {
-    const codec = this.#codec
-    if (isFastCodec(codec)) return codec.decodeFrom(buf, start, end, stable)
-    return codec.decode(stable ? buf.subarray(start, end) : Uint8Array.prototype.slice.call(buf, start, end))
+  /** Decodes a value from the scratch buffer (which is reused, so custom codecs get a copy). */
+  #decodeCopy(buf: Buffer, start: number, end: number): T {
+    if (this.#fast) return this.#fast.decodeFrom(buf, start, end, false)
+    return this.#codec.decode(Uint8Array.prototype.slice.call(buf, start, end))
   }
 
   #readInto(offset: number): number {
@@ -332,15 +334,30 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     }
   }
 
-  /** Parses the frame at `p` into `out`; returns the next frame's position. */
-  #parse(buf: Buffer, p: number, out: LogRecord<T>[]): number {
-    const len = buf.readUInt32LE(p)
-    out.push({
-      offset: readU64(buf, p + OFFSET_AT),
-      timestamp: readU64(buf, p + TIMESTAMP_AT),
-      value: this.#decode(buf, p + FRAME_HEADER_LEN, p + len, true),
-    })
-    return p + align8(len)
+  /**
+   * Parses `bytes` of frames copied by the engine (already CRC-checked, dense offsets
+   * from `offset`) into `out`; returns the offset after the last. Frames are 8-byte
+   * aligned in `buf`, so header fields are read through a Uint32Array.
+   */
+  #parse(buf: Buffer, bytes: number, offset: number, out: LogRecord<T>[]): number {
+    const ab = buf.buffer
+    const base = buf.byteOffset
+    const u32 = new Uint32Array(ab, base, bytes >>> 2)
+    const raw = this.#raw
+    const fast = this.#fast
+    for (let p = 0; p < bytes; offset++) {
+      const w = p >>> 2
+      const len = u32[w + LEN_WORD]
+      const start = p + FRAME_HEADER_LEN
+      const value = raw
+        ? (new Uint8Array(ab, base + start, len - FRAME_HEADER_LEN) as T)
+        : fast
+          ? fast.decodeFrom(buf, start, p + len, true)
+          : this.#codec.decode(buf.subarray(start, p + len))
+      out[out.length] = { offset, timestamp: u32[w + TS_WORD] + u32[w + TS_WORD + 1] * TWO_32, value }
+      p += align8(len)
+    }
+    return offset
   }
 
   #range(options: ReadOptions): [number, number] {

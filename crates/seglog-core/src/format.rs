@@ -20,9 +20,11 @@ pub const SEGMENT_HEADER_LEN: usize = SH_CRC + size_of::<u32>();
 const _: () = assert!(SEGMENT_HEADER_LEN == 64);
 
 // ---- Record frame (FORMAT.md 2.2) ----
-const F_LEN: usize = 0;
-const F_CRC: usize = F_LEN + size_of::<u32>();
-const F_OFFSET: usize = F_CRC + size_of::<u32>();
+const F_CRC: usize = 0;
+const F_LEN: usize = F_CRC + size_of::<u32>();
+/// The CRC covers everything after itself: `[F_LEN, frame_len)`.
+const CRC_COVERS_FROM: usize = F_LEN;
+const F_OFFSET: usize = F_LEN + size_of::<u32>();
 const F_TIMESTAMP: usize = F_OFFSET + size_of::<u64>();
 const F_FLAGS: usize = F_TIMESTAMP + size_of::<u64>();
 pub const FRAME_HEADER_LEN: usize = F_FLAGS + size_of::<u32>();
@@ -183,10 +185,10 @@ pub enum Frame {
     Bad(FrameProblem),
 }
 
-/// Reads only `frame_len` (FORMAT.md 5, step 1).
+/// Reads only `frame_len` (FORMAT.md 5, step 1); `None` if the segment ends first.
 #[inline]
 pub fn frame_len_at(seg: &[u8], pos: usize) -> Option<usize> {
-    if pos + 4 > seg.len() {
+    if pos + F_LEN + 4 > seg.len() {
         None
     } else {
         Some(u32_at(seg, pos + F_LEN) as usize)
@@ -237,13 +239,10 @@ pub fn check_frame_header(seg: &[u8], pos: usize, expected_offset: u64, max_payl
     Frame::Valid(FrameInfo { frame_len: len, offset, timestamp, flags })
 }
 
-/// CRC of a whole frame: bytes 0..4 and 8..frame_len (the CRC field itself is skipped).
+/// CRC of a whole frame: every byte after the CRC field, `[4, frame_len)`.
 #[inline]
 pub fn frame_crc(frame: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(&frame[F_LEN..F_CRC]);
-    h.update(&frame[F_OFFSET..]);
-    h.finalize()
+    crc32fast::hash(&frame[CRC_COVERS_FROM..])
 }
 
 /// Writes a complete frame into `dst` (exactly `FRAME_HEADER_LEN + payload.len()` bytes)
@@ -258,6 +257,7 @@ pub fn write_frame_body(dst: &mut [u8], offset: u64, timestamp: u64, flags: u32,
     put_u64(dst, F_TIMESTAMP, timestamp);
     put_u32(dst, F_FLAGS, flags);
     dst[FRAME_HEADER_LEN..].copy_from_slice(payload);
+    // The CRC covers the length, which is published later: hash it from a copy.
     let mut h = crc32fast::Hasher::new();
     h.update(&frame_len.to_le_bytes());
     h.update(&dst[F_OFFSET..]);
@@ -270,6 +270,9 @@ pub fn write_frame_body(dst: &mut [u8], offset: u64, timestamp: u64, flags: u32,
 pub fn put_frame_len(dst: &mut [u8], frame_len: u32) {
     put_u32(dst, F_LEN, frame_len);
 }
+
+/// Byte position of `frame_len` within a frame (for publishing and for tests).
+pub const FRAME_LEN_AT: usize = F_LEN;
 
 /// Payload of a frame known to be valid.
 #[inline]

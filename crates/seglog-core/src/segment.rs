@@ -432,7 +432,7 @@ impl Segment {
         // Publish: every other byte of the frame is stored before its length, so a reader
         // that sees a non-zero length (FORMAT.md 2.2) sees the whole frame.
         fence(Ordering::Release);
-        put_frame_len(&mut bytes[pos..pos + 4], len_field);
+        put_frame_len(&mut bytes[pos..pos + FRAME_HEADER_LEN], len_field);
 
         self.min_ts = self.min_ts.min(timestamp);
         self.max_ts = self.max_ts.max(timestamp);
