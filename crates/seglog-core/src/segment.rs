@@ -83,7 +83,9 @@ impl Walk {
             position: e.position as usize,
             next_offset: base_offset + e.relative_offset as u64,
             min_ts: u64::MAX,
-            max_ts: if i == 0 { 0 } else { entries[i - 1].max_timestamp },
+            // The entry holds the running maximum up to and including its own record,
+            // which the walk visits again (max is idempotent).
+            max_ts: e.max_timestamp,
             entries: entries[..i].to_vec(),
             last_entry_position: if i == 0 { None } else { Some(entries[i - 1].position as usize) },
             batch_start: None,
