@@ -48,6 +48,14 @@ fn js_error(e: engine::Error) -> napi::Error<String> {
     JsFailure::Engine(e).into()
 }
 
+/// Runs a binding call, turning a panic into an `ERR_SEGLOG_INTERNAL` error (napi-rs's own
+/// `catch_unwind` would report it as `GenericFailure`, a code the API does not list).
+pub(crate) fn guard<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(JsFailure::Internal("internal error (a panic in seglog); the log handle may be unusable".into()).into())
+    })
+}
+
 /// A JS number that must be a safe non-negative integer (offsets, timestamps, sizes).
 pub(crate) fn js_number_to_u64(name: &str, v: f64) -> std::result::Result<u64, JsFailure> {
     if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= 9_007_199_254_740_991.0 {
@@ -139,13 +147,13 @@ pub struct NativeLog {
 
 impl NativeLog {
     fn with<R>(&self, f: impl FnOnce(&mut engine::Log) -> engine::Result<R>) -> Result<R> {
-        registry::with_log(self.handle, f).map_err(js_error)
+        guard(|| registry::with_log(self.handle, f).map_err(js_error))
     }
 }
 
 #[napi]
 impl NativeLog {
-    #[napi(factory, catch_unwind)]
+    #[napi(factory)]
     pub fn open(dir: String, options: Option<NativeOpenOptions>) -> Result<NativeLog> {
         let o = options.unwrap_or(NativeOpenOptions { segment_bytes: None, index_interval_bytes: None, max_record_bytes: None });
         let options = engine::Options {
@@ -153,7 +161,7 @@ impl NativeLog {
             index_interval_bytes: opt_usize("indexIntervalBytes", o.index_interval_bytes)?,
             max_record_bytes: opt_usize("maxRecordBytes", o.max_record_bytes)?,
         };
-        let log = engine::Log::open(&dir, &options).map_err(js_error)?;
+        let log = guard(|| engine::Log::open(&dir, &options).map_err(js_error))?;
         Ok(NativeLog { handle: registry::insert(log) })
     }
 
@@ -162,28 +170,28 @@ impl NativeLog {
         self.handle
     }
 
-    #[napi(getter, catch_unwind)]
+    #[napi(getter)]
     pub fn first_offset(&self) -> Result<f64> {
         self.with(|l| Ok(l.first_offset() as f64))
     }
 
-    #[napi(getter, catch_unwind)]
+    #[napi(getter)]
     pub fn next_offset(&self) -> Result<f64> {
         self.with(|l| Ok(l.next_offset() as f64))
     }
 
-    #[napi(getter, catch_unwind)]
+    #[napi(getter)]
     pub fn max_record_bytes(&self) -> Result<f64> {
         self.with(|l| Ok(l.max_record_bytes() as f64))
     }
 
     /// Writes all appended data to stable storage (msync).
-    #[napi(catch_unwind)]
+    #[napi]
     pub fn flush(&self) -> Result<()> {
         self.with(|l| l.flush())
     }
 
-    #[napi(catch_unwind)]
+    #[napi]
     pub fn segments(&self) -> Result<Vec<NativeSegmentInfo>> {
         let segments = self.with(|l| Ok(l.segments()))?;
         Ok(segments
@@ -203,7 +211,7 @@ impl NativeLog {
             .collect())
     }
 
-    #[napi(catch_unwind)]
+    #[napi]
     pub fn verify(&self) -> Result<NativeVerifyReport> {
         let r = self.with(|l| l.verify())?;
         Ok(NativeVerifyReport {
@@ -223,7 +231,7 @@ impl NativeLog {
         })
     }
 
-    #[napi(catch_unwind)]
+    #[napi]
     pub fn recovery_report(&self) -> Result<NativeRecoveryReport> {
         let r = self.with(|l| Ok(l.recovery_report().clone()))?;
         Ok(NativeRecoveryReport {
@@ -241,15 +249,15 @@ impl NativeLog {
     }
 
     /// Idempotent.
-    #[napi(catch_unwind)]
+    #[napi]
     pub fn close(&self) -> Result<()> {
-        registry::close(self.handle).map_err(js_error)
+        guard(|| registry::close(self.handle).map_err(js_error))
     }
 
     /// Test hook: panics inside a binding call, to prove panics become JS errors.
-    #[napi(catch_unwind)]
-    pub fn panic_for_test(&self) {
-        panic!("seglog test panic");
+    #[napi]
+    pub fn panic_for_test(&self) -> Result<()> {
+        guard(|| panic!("seglog test panic"))
     }
 }
 
