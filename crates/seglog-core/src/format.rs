@@ -62,9 +62,10 @@ pub const fn framed_len(payload_len: usize) -> usize {
     align_up(FRAME_HEADER_LEN + payload_len)
 }
 
-/// Largest payload that fits in an empty segment of `segment_bytes`.
+/// Largest payload whose padded frame fits in an empty segment of `segment_bytes`
+/// (FORMAT.md 3): the aligned room after the header, minus a frame header.
 pub const fn max_payload_for_segment(segment_bytes: usize) -> usize {
-    (segment_bytes - SEGMENT_HEADER_LEN - FRAME_HEADER_LEN) & !(ALIGN - 1)
+    ((segment_bytes - SEGMENT_HEADER_LEN) & !(ALIGN - 1)) - FRAME_HEADER_LEN
 }
 
 #[inline]

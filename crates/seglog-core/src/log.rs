@@ -179,6 +179,7 @@ impl Log {
             return Ok(log);
         }
         let last = found.len() - 1;
+        let next_bases: Vec<u64> = found.iter().skip(1).map(|(b, _)| *b).collect();
         for (i, (base, path)) in found.into_iter().enumerate() {
             let seg = Segment::open(path, base)?;
             if let Some(prev) = log.segments.last() {
@@ -194,17 +195,31 @@ impl Log {
                     ));
                 }
             }
-            let seg = if i == last { log.recover_active(seg)? } else { log.load_sealed(seg)? };
+            let seg = if i == last { log.recover_active(seg)? } else { log.load_sealed(seg, next_bases[i])? };
             log.segments.push(seg);
         }
         log.prefault();
         Ok(log)
     }
 
-    fn load_sealed(&mut self, mut seg: Segment) -> Result<Segment> {
+    /// Loads a sealed segment, which must end exactly where the next one begins.
+    fn load_sealed(&mut self, mut seg: Segment, next_base: u64) -> Result<Segment> {
         let idx = read_index(&seg);
-        if !idx.is_some_and(|idx| seg.adopt_sealed_index(idx)) {
+        let adopted = idx.is_some_and(|idx| seg.adopt_sealed_index(idx) && seg.next_offset == next_base);
+        if !adopted {
             seg.rebuild_sealed(self.limits.index_interval_bytes)?;
+            if seg.next_offset != next_base {
+                return Err(Error::corrupt(
+                    &seg.path,
+                    Some(seg.next_offset),
+                    Some(seg.end as u64),
+                    format!(
+                        "sealed segment ends at offset {} but the next segment, {}, starts at {next_base}",
+                        seg.next_offset,
+                        self.dir.join(crate::segment::segment_file_name(next_base)).display()
+                    ),
+                ));
+            }
             seg.write_index(true)?;
             self.recovery.indexes_rebuilt.push(seg.index_path());
         }
@@ -225,21 +240,29 @@ impl Log {
         // The minimum timestamp before the starting entry is known only from the index
         // file, and only if everything it covered survived.
         let idx_min_exact = idx.as_ref().filter(|i| i.next_offset <= walk.next_offset).map(|i| i.min_timestamp);
-        if !started_at_first && idx_min_exact.is_none() {
-            walk = Walk::from_start(seg.base_offset);
-            stop = seg.walk(&mut walk, interval);
-        } else if let Some(min) = idx_min_exact {
-            walk.min_ts = walk.min_ts.min(min);
+        if !started_at_first {
+            match idx_min_exact {
+                Some(min) => walk.min_ts = walk.min_ts.min(min),
+                None => {
+                    walk = Walk::from_start(seg.base_offset);
+                    stop = seg.walk(&mut walk, interval);
+                }
+            }
         }
         if idx.is_none() || !started_at_first && idx_min_exact.is_none() {
             self.recovery.indexes_rebuilt.push(seg.index_path());
         }
         let mut reason = match stop {
-            WalkStop::Bad { problem, .. } => Some(problem.describe().to_string()),
+            WalkStop::Bad { problem, offset, position } => {
+                Some(format!("{} at offset {offset} (byte position {position})", problem.describe()))
+            }
             WalkStop::End => None,
         };
         if walk.cut_open_batch() {
-            reason.get_or_insert_with(|| "incomplete atomic batch at the tail".to_string());
+            reason = Some(match reason {
+                Some(r) => format!("incomplete atomic batch at the tail ({r})"),
+                None => "incomplete atomic batch at the tail".to_string(),
+            });
         }
         if let Some(reason) = reason {
             let cut = walk.position;
@@ -310,8 +333,12 @@ impl Log {
             return Err(Error::RecordTooLarge { size: payload.len(), max: self.limits.max_record_bytes });
         }
         let timestamp = Self::timestamp(timestamp)?;
-        if !self.active().fits(framed_len(payload.len())) {
+        let framed = framed_len(payload.len());
+        if !self.active().fits(framed) {
             self.roll()?;
+            if !self.active().fits(framed) {
+                return Err(Error::RecordTooLarge { size: payload.len(), max: self.limits.max_record_bytes });
+            }
         }
         let interval = self.limits.index_interval_bytes;
         let offset = self.active().append(payload, timestamp, 0, interval);
@@ -357,6 +384,9 @@ impl Log {
         }
         if !self.active().fits(framed) {
             self.roll()?;
+            if !self.active().fits(framed) {
+                return Err(Error::BatchTooLarge { bytes: framed, max: capacity });
+            }
         }
         let interval = self.limits.index_interval_bytes;
         let active = self.active();
@@ -393,6 +423,9 @@ impl Log {
         if active.record_count() == 0 {
             // An empty active segment too small for the record (made with an older,
             // smaller segmentBytes): replace it; the rename below overwrites it atomically.
+            // The prefaulter may be working on its mapping: stop it before unmapping.
+            self.prefaulter.shutdown();
+            self.prefaulter = sys::Prefaulter::new();
             self.segments.pop();
         } else {
             active.flush()?;
@@ -480,9 +513,12 @@ impl Log {
     }
 
     /// Iterates over records from `from` (inclusive) to `to` (exclusive).
+    /// Fails with `Closed` (as its only item) after `close`.
     pub fn iter(&self, from: u64, to: u64) -> impl Iterator<Item = Result<Record<'_>>> + '_ {
+        let closed = self.check_open().err().into_iter().map(Err);
         let to = to.min(self.next_offset());
-        (from.max(self.first_offset())..to).map(move |o| self.read(o).map(|r| r.expect("offset below next_offset")))
+        let records = (from.max(self.first_offset())..to).map(move |o| self.read(o).map(|r| r.expect("offset below next_offset")));
+        closed.chain(records)
     }
 
     pub fn segments(&self) -> Vec<SegmentInfo> {
@@ -532,8 +568,10 @@ impl Log {
             return Ok(());
         }
         self.closed = true;
+        // The index may only cover durable frames (FORMAT.md 4): recovery trusts every
+        // frame before its last entry. So sync the data first, then the index.
         let result = match self.segments.last() {
-            Some(active) => active.write_index(false),
+            Some(active) => active.flush().and_then(|()| active.write_index(true)),
             None => Ok(()),
         };
         self.prefaulter.shutdown();
