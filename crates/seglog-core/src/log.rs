@@ -179,7 +179,7 @@ impl Log {
             return Ok(log);
         }
         let last = found.len() - 1;
-        let next_bases: Vec<u64> = found.iter().skip(1).map(|(b, _)| *b).collect();
+        let next_bases: Vec<u64> = found[1..].iter().map(|(b, _)| *b).collect();
         for (i, (base, path)) in found.into_iter().enumerate() {
             let seg = Segment::open(path, base)?;
             if let Some(prev) = log.segments.last() {
