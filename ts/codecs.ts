@@ -7,11 +7,11 @@ export interface Codec<T> {
 }
 
 /**
- * Built-in codecs also decode straight from a frame buffer without an extra copy.
- * `stable` says whether `buf` is never reused (batch reads) or is a scratch buffer.
+ * Built-in codecs also decode straight from a range of a frame buffer. `buf` may be
+ * reused afterwards, so the value must not alias it.
  */
 export interface FastCodec<T> extends Codec<T> {
-  decodeFrom(buf: Buffer, start: number, end: number, stable: boolean): T
+  decodeFrom(buf: Buffer, start: number, end: number): T
 }
 
 export function isFastCodec<T>(c: Codec<T>): c is FastCodec<T> {
@@ -31,8 +31,7 @@ const raw: FastCodec<Uint8Array> = {
   decode(bytes: Uint8Array): Uint8Array {
     return bytes
   },
-  decodeFrom(buf: Buffer, start: number, end: number, stable: boolean): Uint8Array {
-    if (stable) return new Uint8Array(buf.buffer, buf.byteOffset + start, end - start)
+  decodeFrom(buf: Buffer, start: number, end: number): Uint8Array {
     const out = Buffer.allocUnsafe(end - start)
     buf.copy(out, 0, start, end)
     return out

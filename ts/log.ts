@@ -306,7 +306,7 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
 
   /** Decodes a value from the scratch buffer (which is reused, so custom codecs get a copy). */
   #decodeCopy(buf: Buffer, start: number, end: number): T {
-    if (this.#fast) return this.#fast.decodeFrom(buf, start, end, false)
+    if (this.#fast) return this.#fast.decodeFrom(buf, start, end)
     return this.#codec.decode(Uint8Array.prototype.slice.call(buf, start, end))
   }
 
@@ -352,7 +352,7 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
       const value = raw
         ? (new Uint8Array(ab, base + start, len - FRAME_HEADER_LEN) as T)
         : fast
-          ? fast.decodeFrom(buf, start, p + len, true)
+          ? fast.decodeFrom(buf, start, p + len)
           : this.#codec.decode(buf.subarray(start, p + len))
       out[out.length] = { offset, timestamp: u32[w + TS_WORD] + u32[w + TS_WORD + 1] * TWO_32, value }
       p += align8(len)

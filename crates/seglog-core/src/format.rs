@@ -272,9 +272,6 @@ pub fn put_frame_len(dst: &mut [u8], frame_len: u32) {
     put_u32(dst, F_LEN, frame_len);
 }
 
-/// Byte position of `frame_len` within a frame (for publishing and for tests).
-pub const FRAME_LEN_AT: usize = F_LEN;
-
 /// Payload of a frame known to be valid.
 #[inline]
 pub fn frame_payload<'a>(seg: &'a [u8], pos: usize, info: &FrameInfo) -> &'a [u8] {

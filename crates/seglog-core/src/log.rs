@@ -533,7 +533,7 @@ impl Log {
                 file_bytes: s.size() as u64,
                 created_ms: s.created_ms,
                 timestamps: (s.record_count() > 0).then_some((s.min_ts, s.max_ts)),
-                index_entries: s.index_entries().len(),
+                index_entries: s.index_len(),
             })
             .collect()
     }

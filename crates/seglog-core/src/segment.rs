@@ -39,6 +39,14 @@ pub enum WalkStop {
     Bad { position: usize, offset: u64, problem: FrameProblem },
 }
 
+/// Whether the record at `position` gets an index entry (FORMAT.md 4): the first record
+/// of a segment, then the first at least `index_interval` bytes after the previous entry.
+/// Shared by appends and by index rebuilds so both produce the same entries.
+#[inline]
+fn index_entry_due(last_entry_position: Option<usize>, position: usize, index_interval: usize) -> bool {
+    last_entry_position.is_none_or(|last| position - last >= index_interval)
+}
+
 /// The state of a walk: where the next frame is and what has been seen.
 #[derive(Debug, Clone)]
 pub struct Walk {
@@ -122,11 +130,7 @@ impl Walk {
         }
         self.min_ts = self.min_ts.min(info.timestamp);
         self.max_ts = self.max_ts.max(info.timestamp);
-        let due = match self.last_entry_position {
-            None => true,
-            Some(last) => self.position - last >= index_interval,
-        };
-        if due {
+        if index_entry_due(self.last_entry_position, self.position, index_interval) {
             self.entries.push(IndexEntry {
                 relative_offset: (info.offset - base_offset) as u32,
                 position: self.position as u32,
@@ -265,6 +269,10 @@ impl Segment {
 
     pub fn record_count(&self) -> u64 {
         self.next_offset - self.base_offset
+    }
+
+    pub fn index_len(&self) -> usize {
+        self.index.borrow().len()
     }
 
     pub fn index_entries(&self) -> Vec<IndexEntry> {
@@ -438,11 +446,7 @@ impl Segment {
 
         self.min_ts = self.min_ts.min(timestamp);
         self.max_ts = self.max_ts.max(timestamp);
-        let due = match self.last_entry_position {
-            None => true,
-            Some(last) => pos - last >= index_interval,
-        };
-        if due {
+        if index_entry_due(self.last_entry_position, pos, index_interval) {
             self.index.get_mut().push(IndexEntry {
                 relative_offset: (offset - self.base_offset) as u32,
                 position: pos as u32,
