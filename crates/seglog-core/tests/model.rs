@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use common::{options, parse_copied_frames};
 use proptest::prelude::*;
-use seglog_core::format::MAX_TIMESTAMP;
+use seglog_core::format::{framed_len, MAX_TIMESTAMP, SEGMENT_HEADER_LEN};
 use seglog_core::{now_ms, Log, Options};
 
 #[derive(Debug, Clone)]
@@ -55,8 +55,10 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+const SEGMENT_BYTES: usize = 4096;
+
 fn opts() -> Options {
-    options(4096, 128)
+    options(SEGMENT_BYTES, 128)
 }
 
 type Model = Vec<(Vec<u8>, u64)>;
@@ -71,6 +73,15 @@ fn append(
 ) -> Result<(), TestCaseError> {
     let before = now_ms();
     let first = if batch {
+        // An atomic batch must fit in one segment (FORMAT.md 3): a larger one is refused
+        // whole, and nothing of it is written.
+        let framed: usize = payloads.iter().map(|p| framed_len(p.len())).sum();
+        if framed > SEGMENT_BYTES - SEGMENT_HEADER_LEN {
+            let e = log.append_batch(payloads.iter().map(|p| p.as_slice()), timestamp).unwrap_err();
+            prop_assert_eq!(e.code(), "ERR_SEGLOG_BATCH_TOO_LARGE");
+            prop_assert_eq!(log.next_offset(), model.len() as u64, "a refused batch wrote records");
+            return Ok(());
+        }
         log.append_batch(payloads.iter().map(|p| p.as_slice()), timestamp).unwrap()
     } else {
         log.append(&payloads[0], timestamp).unwrap()
