@@ -1,3 +1,5 @@
+import { constants as osConstants } from 'node:os'
+
 /** Error codes seglog throws, as `error.code`. Stable across versions. */
 export type SeglogErrorCode =
   | 'ERR_SEGLOG_CORRUPT'
@@ -5,6 +7,7 @@ export type SeglogErrorCode =
   | 'ERR_SEGLOG_IO'
   | 'ERR_SEGLOG_NO_SPACE'
   | 'ERR_SEGLOG_LOCKED'
+  | 'ERR_SEGLOG_READ_ONLY'
   | 'ERR_SEGLOG_RECORD_TOO_LARGE'
   | 'ERR_SEGLOG_BATCH_TOO_LARGE'
   | 'ERR_SEGLOG_OFFSET_OUT_OF_RANGE'
@@ -14,6 +17,10 @@ export type SeglogErrorCode =
 
 export interface SeglogError extends Error {
   code: SeglogErrorCode
+  /** For errors caused by the operating system: its error number (5 for EIO)... */
+  errno?: number
+  /** ...and name (`'EIO'`, `'ENOSPC'`). */
+  osCode?: string
 }
 
 function withCode<E extends Error>(err: E, code: SeglogErrorCode): E & SeglogError {
@@ -32,12 +39,40 @@ export function seglogError(code: SeglogErrorCode, message: string): SeglogError
   return withCode(new Error(message), code)
 }
 
-/** Native errors about bad values become `RangeError`s, keeping code and message. */
+const OS_ERROR = /\(os error (\d+)\)/
+let errnoNames: Map<number, string> | undefined
+
+/** The name of an errno (5 -> 'EIO'), from Node's own table. */
+function errnoName(errno: number): string | undefined {
+  if (errnoNames === undefined) {
+    errnoNames = new Map()
+    for (const [name, n] of Object.entries(osConstants.errno)) if (!errnoNames.has(n)) errnoNames.set(n, name)
+  }
+  return errnoNames.get(errno)
+}
+
+/**
+ * Native errors about bad values become `RangeError`s, keeping code and message; errors
+ * caused by the OS get `errno` and `osCode` (the engine's message ends in "(os error N)").
+ */
 export function fromNative(err: unknown): unknown {
-  if (err instanceof Error && (err as SeglogError).code === 'ERR_SEGLOG_INVALID_ARGUMENT' && !(err instanceof RangeError)) {
+  if (!(err instanceof Error)) return err
+  const e = err as SeglogError
+  if (e.code === 'ERR_SEGLOG_INVALID_ARGUMENT' && !(err instanceof RangeError)) {
     return rangeError('ERR_SEGLOG_INVALID_ARGUMENT', err.message)
   }
+  const m = OS_ERROR.exec(err.message)
+  if (m !== null && e.errno === undefined) {
+    e.errno = Number(m[1])
+    const name = errnoName(e.errno)
+    if (name !== undefined) e.osCode = name
+  }
   return err
+}
+
+/** An error from a code and message reported by the engine without throwing. */
+export function fromOutcome(code: string, message: string): SeglogError {
+  return fromNative(seglogError(code as SeglogErrorCode, message)) as SeglogError
 }
 
 /** Throws unless `v` is a safe non-negative integer (offsets, timestamps, sizes). */

@@ -1,6 +1,18 @@
 import { native, type NativeLog } from './native'
 import { codecs, checkCodec, isFastCodec, type Codec, type FastCodec } from './codecs'
-import { checkUint, fromNative, rangeError, seglogError, typeError } from './errors'
+import { checkUint, fromNative, fromOutcome, rangeError, seglogError, typeError } from './errors'
+
+/**
+ * How durable an appended record is before `sync()` / `appendDurable()` say more:
+ * - `'none'`: in the OS page cache at once. Survives a crash of the process (kill -9,
+ *   an exception), not a crash of the machine (power loss, kernel panic).
+ * - `'interval'` (default): also synced in the background every `syncIntervalMs`
+ *   (default 100) and/or every `syncIntervalBytes`: a machine crash loses at most
+ *   about one interval of records.
+ * - `'sync'`: every append starts a group-commit sync at once; `appendDurable()` and
+ *   `sync()` resolve when the record is on stable storage.
+ */
+export type Durability = 'none' | 'interval' | 'sync'
 
 export interface LogOptions<T> {
   /** How values become bytes. Default: raw bytes (`Uint8Array` in, `Buffer` out). */
@@ -11,6 +23,26 @@ export interface LogOptions<T> {
   indexIntervalBytes?: number
   /** Largest encoded value accepted. Default 16 MiB, and at most what fits in a segment. */
   maxRecordBytes?: number
+  /** Default `'interval'`. See `Durability`. Writers only. */
+  durability?: Durability
+  /** `'interval'` mode: background sync period. Default 100 ms. */
+  syncIntervalMs?: number
+  /** `'interval'` mode: also sync once this many bytes were appended. Default: no limit. */
+  syncIntervalBytes?: number
+  /**
+   * Open as a reader: takes no lock, never writes, and works while a writer (another
+   * process, worker or `Log`) appends. Sees records as soon as they are appended.
+   */
+  readOnly?: boolean
+}
+
+export interface TailOptions {
+  /** First offset to yield. Default: `nextOffset` (only records appended from now on). */
+  from?: number
+  /** Aborting it ends the iteration (it returns; nothing is thrown). */
+  signal?: AbortSignal
+  /** Records fetched per engine call. Default 1000. */
+  maxRecords?: number
 }
 
 export interface LogRecord<T> {
@@ -92,6 +124,20 @@ const DEFAULT_BATCH_RECORDS = 1000
 const DEFAULT_BATCH_BYTES = 1 << 20
 const ITER_BUFFER_MIN = 64 << 10
 const ITER_BUFFER_MAX = 4 << 20
+const DEFAULT_SYNC_INTERVAL_MS = 100
+/** A reader's tail polls for new records from every 1 ms, backing off to this. */
+const TAIL_POLL_MAX_MS = 4
+const NONE = 0
+const INTERVAL = 1
+const SYNC = 2
+
+/** A caller waiting for records below `until` to be durable. */
+interface Waiter {
+  until: number
+  value: number | undefined
+  resolve: (value: number | undefined) => void
+  reject: (err: unknown) => void
+}
 
 const align8 = (n: number): number => (n + 7) & ~7
 
@@ -112,7 +158,28 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
   #staging: Buffer = Buffer.allocUnsafeSlow(64 << 10)
   #lengths: Uint32Array = new Uint32Array(1024)
 
-  private constructor(nativeLog: NativeLog, codec: Codec<T>) {
+  // Durability and group commit (see `#requestSync`).
+  readonly #readOnly: boolean
+  readonly #durability: Durability
+  readonly #mode: number
+  readonly #syncBytes: number
+  #timer: NodeJS.Timeout | undefined
+  /** Records below this offset are durable. */
+  #durable: number
+  #pendingBytes = 0
+  /** Callers waiting for durability, in `until` order (offsets only grow). */
+  #waiters: Waiter[] = []
+  #waitHead = 0
+  /** A sync is wanted: it starts at the end of this tick, or when the one in flight ends. */
+  #wantSync = false
+  #inFlight: Promise<void> | undefined
+  #poison: Error | undefined
+  #syncs = 0
+  #lastSyncMs = 0
+  /** Tails waiting for records: called after every append, and on close. */
+  #tailWakers: (() => void)[] = []
+
+  private constructor(nativeLog: NativeLog, codec: Codec<T>, durability: Durability, syncIntervalMs: number, syncIntervalBytes: number | undefined) {
     this.#native = nativeLog
     this.#handle = nativeLog.handle
     this.#codec = codec
@@ -120,24 +187,62 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     this.#raw = codec === (codecs.raw as Codec<unknown>)
     this.#maxRecordBytes = nativeLog.maxRecordBytes
     this.#recovery = nativeLog.recoveryReport() as RecoveryReport
+    this.#readOnly = nativeLog.readOnly
+    this.#durability = durability
+    this.#mode = this.#readOnly ? NONE : durability === 'sync' ? SYNC : durability === 'interval' ? INTERVAL : NONE
+    this.#syncBytes = this.#mode === INTERVAL && syncIntervalBytes !== undefined ? syncIntervalBytes : Infinity
+    this.#durable = this.#readOnly ? 0 : nativeLog.durableOffset
+    if (this.#mode === INTERVAL) {
+      this.#timer = setInterval(() => {
+        if (this.#pendingBytes > 0) this.#requestSync()
+      }, syncIntervalMs)
+      this.#timer.unref()
+    }
   }
 
   /** Opens or creates the log in `dir`, recovering it after a crash (see `recovery`). */
   static async open<T = Uint8Array>(dir: string, options: LogOptions<T> = {}): Promise<Log<T>> {
     if (typeof dir !== 'string' || dir.length === 0) throw typeError('dir must be a non-empty string')
     if (options === null || typeof options !== 'object') throw typeError('options must be an object')
-    const { codec = codecs.raw as unknown as Codec<T>, segmentBytes, indexIntervalBytes, maxRecordBytes } = options
+    const {
+      codec = codecs.raw as unknown as Codec<T>,
+      segmentBytes,
+      indexIntervalBytes,
+      maxRecordBytes,
+      durability,
+      syncIntervalMs = DEFAULT_SYNC_INTERVAL_MS,
+      syncIntervalBytes,
+      readOnly = false,
+    } = options
     checkCodec<T>(codec)
-    for (const [name, v] of [['segmentBytes', segmentBytes], ['indexIntervalBytes', indexIntervalBytes], ['maxRecordBytes', maxRecordBytes]] as const) {
+    for (const [name, v] of [
+      ['segmentBytes', segmentBytes],
+      ['indexIntervalBytes', indexIntervalBytes],
+      ['maxRecordBytes', maxRecordBytes],
+      ['syncIntervalMs', syncIntervalMs],
+      ['syncIntervalBytes', syncIntervalBytes],
+    ] as const) {
       if (v !== undefined) checkUint(name, v)
+    }
+    if (syncIntervalMs < 1 || syncIntervalMs > 0x7fffffff) {
+      throw rangeError('ERR_SEGLOG_INVALID_ARGUMENT', `syncIntervalMs must be between 1 and 2^31-1, got ${syncIntervalMs}`)
+    }
+    if (syncIntervalBytes === 0) throw rangeError('ERR_SEGLOG_INVALID_ARGUMENT', 'syncIntervalBytes must be at least 1')
+    if (typeof readOnly !== 'boolean') throw typeError(`readOnly must be a boolean, got ${typeof readOnly}`)
+    if (durability !== undefined && durability !== 'none' && durability !== 'interval' && durability !== 'sync') {
+      if (typeof durability !== 'string') throw typeError(`durability must be a string, got ${typeof durability}`)
+      throw rangeError('ERR_SEGLOG_INVALID_ARGUMENT', `durability must be 'none', 'interval' or 'sync', got '${durability}'`)
+    }
+    if (readOnly && durability !== undefined) {
+      throw rangeError('ERR_SEGLOG_INVALID_ARGUMENT', 'durability applies to writers; a readOnly log never writes')
     }
     let nativeLog: NativeLog
     try {
-      nativeLog = native.NativeLog.open(dir, { segmentBytes, indexIntervalBytes, maxRecordBytes })
+      nativeLog = native.NativeLog.open(dir, { segmentBytes, indexIntervalBytes, maxRecordBytes, readOnly })
     } catch (err) {
       throw fromNative(err)
     }
-    return new Log<T>(nativeLog, codec)
+    return new Log<T>(nativeLog, codec, durability ?? 'interval', syncIntervalMs, syncIntervalBytes)
   }
 
   /** Offset of the oldest record still in the log. */
@@ -146,10 +251,31 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     return this.#native.firstOffset
   }
 
-  /** Offset the next appended record will get. */
+  /**
+   * Offset the next appended record will get. For a `readOnly` log: the offset after the
+   * last record the writer has appended so far (reading it catches up with the writer).
+   */
   get nextOffset(): number {
     this.#check()
-    return this.#native.nextOffset
+    return this.#readOnly ? this.#refresh() : this.#native.nextOffset
+  }
+
+  /** Records below this offset are known to be on stable storage (0 for a reader). */
+  get durableOffset(): number {
+    return this.#durable
+  }
+
+  get durability(): Durability | undefined {
+    return this.#readOnly ? undefined : this.#durability
+  }
+
+  get readOnly(): boolean {
+    return this.#readOnly
+  }
+
+  /** Syncs done by this handle and how long the last one took (ms). */
+  get syncStats(): { syncs: number; lastSyncMs: number } {
+    return { syncs: this.#syncs, lastSyncMs: this.#lastSyncMs }
   }
 
   get maxRecordBytes(): number {
@@ -171,11 +297,51 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     const bytes = this.#raw ? checkRaw(value) : this.#encode(value)
     if (bytes.length > this.#maxRecordBytes) throw tooLarge(bytes.length, this.#maxRecordBytes)
     if (timestamp !== undefined) checkUint('timestamp', timestamp)
+    let offset: number
     try {
-      return native.hotAppend(this.#handle, bytes, timestamp)
+      offset = native.hotAppend(this.#handle, bytes, timestamp)
     } catch (err) {
-      throw fromNative(err)
+      throw this.#writeError(err)
     }
+    this.#appended(bytes.length)
+    return offset
+  }
+
+  /**
+   * Appends `value` and resolves with its offset once it is on stable storage (it rides
+   * on a group-commit sync shared with every other caller). Rejects with `ERR_SEGLOG_IO`
+   * if the sync fails (and the log then takes no more writes).
+   */
+  appendDurable(value: T, timestamp?: number): Promise<number> {
+    let offset: number
+    try {
+      offset = this.append(value, timestamp)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return this.#whenDurable(offset + 1, offset) as Promise<number>
+  }
+
+  /** `appendBatch`, resolving with the first offset once the whole batch is durable. */
+  appendBatchDurable(values: readonly T[], timestamp?: number): Promise<number> {
+    let first: number
+    try {
+      first = this.appendBatch(values, timestamp)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return this.#whenDurable(first + values.length, first) as Promise<number>
+  }
+
+  /**
+   * Resolves once every record appended before the call is on stable storage. Calls
+   * made while a sync runs share the next one (group commit); the sync runs on a libuv
+   * worker, never on the event loop.
+   */
+  sync(): Promise<void> {
+    if (this.#closed) return Promise.reject(closedError())
+    if (this.#readOnly) return Promise.reject(readOnlyError())
+    return this.#whenDurable(this.#native.nextOffset, undefined) as Promise<unknown> as Promise<void>
   }
 
   /**
@@ -208,11 +374,14 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
       lengths[i] = b.length
       pos += b.length
     }
+    let first: number
     try {
-      return native.hotAppendPacked(this.#handle, staging.subarray(0, total), lengths.subarray(0, n), timestamp)
+      first = native.hotAppendPacked(this.#handle, staging.subarray(0, total), lengths.subarray(0, n), timestamp)
     } catch (err) {
-      throw fromNative(err)
+      throw this.#writeError(err)
     }
+    this.#appended(total)
+    return first
   }
 
   /** The record at `offset`, or `undefined` at or past `nextOffset`. */
@@ -270,6 +439,41 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     yield* this.records(options)
   }
 
+  /**
+   * Follows the log: yields the records from `from`, then waits for new ones and yields
+   * them as they are appended, until `signal` aborts, the loop breaks or the log closes.
+   * A tail on the writer's own `Log` wakes right after each append; a `readOnly` log
+   * polls for the writer's records (from every 1 ms up to every 4 ms while idle: no busy
+   * spinning). Records are fetched `maxRecords` at a time as the consumer pulls them, so
+   * a slow consumer holds at most one batch in memory.
+   */
+  async *tail(options: TailOptions = {}): AsyncGenerator<LogRecord<T>, void, undefined> {
+    this.#check()
+    if (options === null || typeof options !== 'object') throw typeError('options must be an object')
+    const { from, signal, maxRecords = DEFAULT_BATCH_RECORDS } = options
+    if (signal !== undefined && !(signal instanceof AbortSignal)) throw typeError('signal must be an AbortSignal')
+    checkUint('maxRecords', maxRecords)
+    if (maxRecords === 0) throw rangeError('ERR_SEGLOG_INVALID_ARGUMENT', 'maxRecords must be at least 1')
+    let next = from ?? this.nextOffset
+    checkUint('from', next)
+    const first = this.#native.firstOffset
+    if (next < first) throw rangeError('ERR_SEGLOG_OFFSET_OUT_OF_RANGE', `from (${next}) is below firstOffset (${first})`)
+    const batch: LogRecord<T>[] = []
+    while (!this.#closed && !isAborted(signal)) {
+      batch.length = 0
+      const [buf, bytes] = this.#fetch(next, maxRecords, DEFAULT_BATCH_BYTES, ITER_BUFFER_MIN)
+      if (bytes === 0) {
+        await this.#waitForRecords(next, signal)
+        continue
+      }
+      next = this.#parse(buf, bytes, next, batch)
+      for (let i = 0; i < batch.length; i++) {
+        yield batch[i]
+        if (this.#closed || isAborted(signal)) return
+      }
+    }
+  }
+
   /** One entry per segment file, oldest first. */
   segments(): SegmentInfo[] {
     this.#check()
@@ -283,11 +487,26 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     return { ...r, problem: r.problem ? (stripNulls(r.problem) as VerifyProblem) : undefined }
   }
 
-  /** Writes the index and releases the files and the writer lock. Idempotent. */
+  /**
+   * Waits for a sync in flight, syncs what is left (resolving every pending
+   * `appendDurable` and `sync`), writes the index and releases the files and the
+   * writer lock. Waiting tails end. Idempotent. After a failed sync it releases
+   * everything without syncing again.
+   */
   async close(): Promise<void> {
     if (this.#closed) return
     this.#closed = true
-    this.#native.close()
+    if (this.#timer !== undefined) clearInterval(this.#timer)
+    this.#wakeTails()
+    while (this.#inFlight !== undefined) await this.#inFlight
+    try {
+      this.#native.close()
+    } catch (err) {
+      const e = fromNative(err) as Error
+      this.#fail(e)
+      throw e
+    }
+    if (this.#poison === undefined && !this.#readOnly) this.#settle(Infinity)
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -296,6 +515,148 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
 
   #check(): void {
     if (this.#closed) throw closedError()
+  }
+
+  /** After an append: feeds group commit and wakes tails. */
+  #appended(bytes: number): void {
+    if (this.#mode === SYNC) this.#requestSync()
+    else if ((this.#pendingBytes += bytes) >= this.#syncBytes) this.#requestSync()
+    if (this.#tailWakers.length !== 0) this.#wakeTails()
+  }
+
+  #writeError(err: unknown): unknown {
+    if (this.#poison !== undefined) return this.#poison
+    return fromNative(err)
+  }
+
+  #refresh(): number {
+    try {
+      return this.#native.refresh()
+    } catch (err) {
+      throw fromNative(err)
+    }
+  }
+
+  /** Resolves with `value` once records below `until` are durable. */
+  #whenDurable(until: number, value: number | undefined): Promise<number | undefined> {
+    if (this.#poison !== undefined) return Promise.reject(this.#poison)
+    if (until <= this.#durable) return Promise.resolve(value)
+    return new Promise((resolve, reject) => {
+      this.#waiters.push({ until, value, resolve, reject })
+      this.#requestSync()
+    })
+  }
+
+  /**
+   * Group commit: at most one sync in flight. A request made while one runs is noted
+   * and served by the next sync, which starts when the current one ends and covers
+   * everything appended by then; otherwise the sync starts at the end of the current
+   * tick, so every append of this tick rides on it.
+   */
+  #requestSync(): void {
+    if (this.#wantSync) return
+    this.#wantSync = true
+    if (this.#inFlight === undefined) queueMicrotask(this.#startSync)
+  }
+
+  readonly #startSync = (): void => {
+    if (this.#inFlight !== undefined || !this.#wantSync || this.#closed || this.#poison !== undefined) return
+    this.#wantSync = false
+    this.#pendingBytes = 0
+    let pending: Promise<{ durable?: number | null; code?: string | null; message?: string | null }>
+    try {
+      pending = this.#native.sync()
+    } catch (err) {
+      this.#fail(fromNative(err) as Error)
+      return
+    }
+    const started = performance.now()
+    this.#inFlight = pending.then(
+      (outcome) => {
+        this.#inFlight = undefined
+        this.#syncs++
+        this.#lastSyncMs = performance.now() - started
+        if (typeof outcome.durable === 'number') this.#settle(outcome.durable)
+        else this.#fail(fromOutcome(outcome.code ?? 'ERR_SEGLOG_IO', outcome.message ?? 'sync failed'))
+        if (this.#wantSync) this.#startSync()
+      },
+      (err) => {
+        this.#inFlight = undefined
+        this.#fail(fromNative(err) as Error)
+      },
+    )
+  }
+
+  /** Resolves the waiters a sync up to `durable` covers. */
+  #settle(durable: number): void {
+    if (durable > this.#durable) this.#durable = durable
+    const w = this.#waiters
+    let i = this.#waitHead
+    while (i < w.length && w[i].until <= durable) {
+      w[i].resolve(w[i].value)
+      i++
+    }
+    if (i === w.length) {
+      w.length = 0
+      i = 0
+    } else if (i > 1024 && i > w.length >>> 1) {
+      w.splice(0, i)
+      i = 0
+    }
+    this.#waitHead = i
+    // Still waiting (it came in after the sync started): make sure another sync follows.
+    if (i < w.length) this.#requestSync()
+  }
+
+  /** A sync failed: the log is poisoned; every waiter and every later write gets `err`. */
+  #fail(err: Error): void {
+    if (this.#poison === undefined) this.#poison = err
+    const w = this.#waiters
+    for (let i = this.#waitHead; i < w.length; i++) w[i].reject(this.#poison)
+    w.length = 0
+    this.#waitHead = 0
+  }
+
+  #wakeTails(): void {
+    const wakers = this.#tailWakers
+    this.#tailWakers = []
+    for (const wake of wakers) wake()
+  }
+
+  /**
+   * Waits until a record at `next` may exist: the next local append, a reader's poll
+   * finding one, the log closing or `signal` aborting.
+   */
+  #waitForRecords(next: number, signal: AbortSignal | undefined): Promise<void> {
+    return new Promise<void>((resolve) => {
+      let timer: NodeJS.Timeout | undefined
+      let delay = 1
+      const done = (): void => {
+        if (timer !== undefined) clearTimeout(timer)
+        timer = undefined
+        signal?.removeEventListener('abort', done)
+        const i = this.#tailWakers.indexOf(done)
+        if (i >= 0) this.#tailWakers.splice(i, 1)
+        resolve()
+      }
+      signal?.addEventListener('abort', done, { once: true })
+      this.#tailWakers.push(done)
+      if (this.#readOnly) {
+        const poll = (): void => {
+          timer = undefined
+          let seen: number
+          try {
+            seen = this.#closed ? next + 1 : this.#native.refresh()
+          } catch {
+            seen = next + 1 // the error surfaces on the read that follows
+          }
+          if (seen > next) return done()
+          delay = Math.min(delay * 2, TAIL_POLL_MAX_MS)
+          timer = setTimeout(poll, delay)
+        }
+        timer = setTimeout(poll, delay)
+      }
+    })
   }
 
   #encode(value: T): Uint8Array {
@@ -364,7 +725,7 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     this.#check()
     if (options === null || typeof options !== 'object') throw typeError('options must be an object')
     const first = this.#native.firstOffset
-    const next = this.#native.nextOffset
+    const next = this.#readOnly ? this.#refresh() : this.#native.nextOffset
     const { from = first, to = next } = options
     checkUint('from', from)
     checkUint('to', to)
@@ -388,6 +749,15 @@ function tooLarge(size: number, max: number): RangeError {
 
 function closedError(): Error {
   return seglogError('ERR_SEGLOG_CLOSED', 'the log is closed')
+}
+
+/** Read through a call so TypeScript does not narrow it across `await`/`yield`. */
+function isAborted(signal: AbortSignal | undefined): boolean {
+  return signal !== undefined && signal.aborted
+}
+
+function readOnlyError(): Error {
+  return seglogError('ERR_SEGLOG_READ_ONLY', 'the log was opened read-only')
 }
 
 function nextPow2(n: number): number {

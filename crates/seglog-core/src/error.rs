@@ -14,6 +14,11 @@ pub enum Error {
     /// Another writer holds the log's lock.
     Locked { path: PathBuf },
     Closed,
+    /// A write on a log opened with `read_only`.
+    ReadOnly,
+    /// A write after a sync failed: the log acknowledges nothing more until reopened
+    /// (DURABILITY.md rule 7). `source` is the error the failed sync got.
+    Poisoned { path: PathBuf, source: io::Error },
     /// A read below the first offset still in the log.
     OffsetOutOfRange { offset: u64, first: u64 },
     RecordTooLarge { size: usize, max: usize },
@@ -33,6 +38,8 @@ impl Error {
             Error::Corrupt { .. } => "ERR_SEGLOG_CORRUPT",
             Error::Locked { .. } => "ERR_SEGLOG_LOCKED",
             Error::Closed => "ERR_SEGLOG_CLOSED",
+            Error::ReadOnly => "ERR_SEGLOG_READ_ONLY",
+            Error::Poisoned { .. } => "ERR_SEGLOG_IO",
             Error::OffsetOutOfRange { .. } => "ERR_SEGLOG_OFFSET_OUT_OF_RANGE",
             Error::RecordTooLarge { .. } => "ERR_SEGLOG_RECORD_TOO_LARGE",
             Error::BatchTooLarge { .. } => "ERR_SEGLOG_BATCH_TOO_LARGE",
@@ -70,6 +77,12 @@ impl fmt::Display for Error {
             }
             Error::Locked { path } => write!(f, "log {} is already open for writing (lock held on {})", path.parent().unwrap_or(path).display(), path.display()),
             Error::Closed => write!(f, "the log is closed"),
+            Error::ReadOnly => write!(f, "the log was opened read-only"),
+            Error::Poisoned { path, source } => write!(
+                f,
+                "the log takes no more writes because a sync of {} failed: {source}; reopen it to run recovery",
+                path.display()
+            ),
             Error::OffsetOutOfRange { offset, first } => write!(f, "offset {offset} is below the first offset in the log ({first})"),
             Error::RecordTooLarge { size, max } => write!(f, "record of {size} bytes exceeds maxRecordBytes ({max})"),
             Error::BatchTooLarge { bytes, max } => write!(f, "batch of {bytes} framed bytes does not fit in one segment ({max} bytes); an atomic batch must fit in a segment"),
@@ -81,7 +94,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Io { source, .. } => Some(source),
+            Error::Io { source, .. } | Error::Poisoned { source, .. } => Some(source),
             _ => None,
         }
     }

@@ -218,6 +218,10 @@ pub fn check_frame_header(seg: &[u8], pos: usize, expected_offset: u64, max_payl
         None | Some(0) => return Frame::End,
         Some(len) => len,
     };
+    // Pairs with the writer's release fence before it stores `frame_len` (FORMAT.md 2.3):
+    // a reader in another thread or process that saw a non-zero length sees the bytes
+    // stored before it. Free on x86; orders the loads on weaker memory models.
+    std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
     if len < FRAME_HEADER_LEN || len - FRAME_HEADER_LEN > max_payload || pos + len > seg.len() {
         return Frame::Bad(FrameProblem::BadLength);
     }

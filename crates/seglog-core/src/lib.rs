@@ -4,6 +4,7 @@
 //! dependency; `seglog-node` only converts between it and JavaScript.
 
 mod error;
+pub mod fault;
 pub mod format;
 mod log;
 mod segment;
@@ -11,7 +12,7 @@ mod sys;
 
 pub use error::{Error, Result};
 pub use log::{
-    now_ms, CopyOutcome, Log, Options, Problem, Record, RecoveryReport, SegmentInfo, Truncation, VerifyReport,
+    now_ms, CopyOutcome, Log, SyncRequest, Options, Problem, Record, RecoveryReport, SegmentInfo, Truncation, VerifyReport,
     DEFAULT_INDEX_INTERVAL_BYTES, DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_BYTES, LOCK_FILE_NAME,
 };
 pub use segment::{parse_segment_file_name, segment_file_name};

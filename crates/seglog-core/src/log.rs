@@ -1,7 +1,10 @@
 //! The log: a directory of segments, its recovery on open, appends, reads and verify.
 
 use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
@@ -9,7 +12,7 @@ use crate::format::{
     check_frame, framed_len, max_payload_for_segment, Frame, IndexFile, SegmentHeader, FLAG_BATCH_CONTINUES,
     FRAME_HEADER_LEN, MAX_TIMESTAMP, SEGMENT_HEADER_LEN,
 };
-use crate::segment::{parse_segment_file_name, Segment, Walk, WalkStop};
+use crate::segment::{parse_segment_file_name, segment_file_name, Segment, Walk, WalkStop};
 use crate::sys;
 
 pub const LOCK_FILE_NAME: &str = "seglog.lock";
@@ -28,6 +31,8 @@ pub struct Options {
     pub index_interval_bytes: Option<usize>,
     /// Largest payload accepted (default 16 MiB, capped to what fits in a segment).
     pub max_record_bytes: Option<usize>,
+    /// Open as a reader: no lock, no writes of any kind, live records found by `refresh`.
+    pub read_only: bool,
 }
 
 /// Options after defaults and validation.
@@ -141,13 +146,61 @@ pub struct CopyOutcome {
 pub struct Log {
     dir: PathBuf,
     limits: Limits,
-    /// In base-offset order; the last one is the active segment. Never empty while open.
+    /// In base-offset order; the last one is the active segment. Never empty while a
+    /// writer's log is open; a reader's is empty until the writer creates a segment.
     segments: Vec<Segment>,
     _lock: Option<File>,
     closed: bool,
+    read_only: bool,
+    /// Records below this offset are on stable storage.
+    durable: u64,
+    /// Set by a failed sync: every later write fails with it (DURABILITY.md rule 7).
+    poison: Option<Poison>,
     recovery: RecoveryReport,
     /// Faults in pages ahead of the writer; shut down before any mapping is dropped.
     prefaulter: sys::Prefaulter,
+}
+
+/// What a failed sync left behind: enough to report it again on every later write.
+struct Poison {
+    path: PathBuf,
+    errno: Option<i32>,
+    kind: io::ErrorKind,
+    message: String,
+}
+
+impl Poison {
+    fn error(&self) -> Error {
+        let source = match self.errno {
+            Some(e) => io::Error::from_raw_os_error(e),
+            None => io::Error::new(self.kind, self.message.clone()),
+        };
+        Error::Poisoned { path: self.path.clone(), source }
+    }
+}
+
+/// A sync to run off the writer's thread: `fdatasync` of the active segment, after which
+/// every record below `target` is durable (older segments were synced when they rolled).
+/// Hand it back to `Log::complete_sync` with the result of `run`.
+pub struct SyncRequest {
+    file: Option<Arc<File>>,
+    path: PathBuf,
+    /// Records below this offset are durable once the sync succeeds.
+    pub target: u64,
+}
+
+impl SyncRequest {
+    /// Runs the sync on the calling thread (any thread). Does not touch the log.
+    pub fn run(&self) -> io::Result<()> {
+        match &self.file {
+            Some(f) => sys::fdatasync(f),
+            None => Ok(()),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
 pub fn now_ms() -> u64 {
@@ -156,22 +209,41 @@ pub fn now_ms() -> u64 {
 
 impl Log {
     /// Opens (creating if needed) the log in `dir` for writing, and recovers it (FORMAT.md 6).
+    ///
+    /// With `read_only`, the log must exist (the directory at least); nothing is locked,
+    /// created, repaired or deleted, and records the writer appends later become visible
+    /// through `refresh`.
     pub fn open(dir: impl AsRef<Path>, options: &Options) -> Result<Log> {
         let limits = Limits::resolve(options)?;
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).map_err(Error::io("create log directory", &dir))?;
-        let lock = take_lock(&dir)?;
+        let read_only = options.read_only;
+        let lock = if read_only {
+            let meta = fs::metadata(&dir).map_err(Error::io("open log directory", &dir))?;
+            if !meta.is_dir() {
+                return Err(Error::io("open log directory", &dir)(io::Error::from_raw_os_error(libc::ENOTDIR)));
+            }
+            None
+        } else {
+            fs::create_dir_all(&dir).map_err(Error::io("create log directory", &dir))?;
+            Some(take_lock(&dir)?)
+        };
         let mut recovery = RecoveryReport::default();
-        let found = list_segments(&dir, &mut recovery.temp_files_removed)?;
+        let found = list_segments(&dir, (!read_only).then_some(&mut recovery.temp_files_removed))?;
         let mut log = Log {
             dir,
             limits,
             segments: Vec::new(),
-            _lock: Some(lock),
+            _lock: lock,
             closed: false,
+            read_only,
+            durable: 0,
+            poison: None,
             recovery,
-            prefaulter: sys::Prefaulter::new(),
+            prefaulter: if read_only { sys::Prefaulter::disabled() } else { sys::Prefaulter::new() },
         };
+        if found.is_empty() && read_only {
+            return Ok(log);
+        }
         if found.is_empty() {
             let seg = Segment::create(&log.dir, 0, limits.segment_bytes, now_ms())?;
             log.segments.push(seg);
@@ -181,7 +253,7 @@ impl Log {
         let last = found.len() - 1;
         let next_bases: Vec<u64> = found[1..].iter().map(|(b, _)| *b).collect();
         for (i, (base, path)) in found.into_iter().enumerate() {
-            let seg = Segment::open(path, base)?;
+            let seg = Segment::open(path, base, !read_only)?;
             if let Some(prev) = log.segments.last() {
                 if seg.base_offset != prev.next_offset {
                     return Err(Error::corrupt(
@@ -198,7 +270,12 @@ impl Log {
             let seg = if i == last { log.recover_active(seg)? } else { log.load_sealed(seg, next_bases[i])? };
             log.segments.push(seg);
         }
-        log.prefault();
+        if !read_only {
+            // recover_active fsynced the active segment, and sealed segments were synced
+            // before their successor was created: everything present is durable.
+            log.durable = log.next_offset();
+            log.prefault();
+        }
         Ok(log)
     }
 
@@ -220,7 +297,9 @@ impl Log {
                     ),
                 ));
             }
-            seg.write_index(true)?;
+            if !self.read_only {
+                seg.write_index(true)?;
+            }
             self.recovery.indexes_rebuilt.push(seg.index_path());
         }
         Ok(seg)
@@ -251,6 +330,14 @@ impl Log {
         }
         if idx.is_none() || !started_at_first && idx_min_exact.is_none() {
             self.recovery.indexes_rebuilt.push(seg.index_path());
+        }
+        if self.read_only {
+            // A reader never repairs (DURABILITY.md rule 10): whatever fails its checks
+            // at the end is a record still being written, and an open batch is not yet
+            // complete. The writer's recovery decides what to cut.
+            walk.cut_open_batch();
+            seg.adopt_walk(walk);
+            return Ok(seg);
         }
         let mut reason = match stop {
             WalkStop::Bad { problem, offset, position } => {
@@ -304,11 +391,61 @@ impl Log {
         self.closed
     }
 
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Records below this offset are on stable storage (a writer's log; 0 for a reader).
+    pub fn durable_offset(&self) -> u64 {
+        self.durable
+    }
+
+    /// The error of the sync that failed, if one did (then every write fails with it).
+    pub fn poisoned(&self) -> Option<Error> {
+        self.poison.as_ref().map(Poison::error)
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.closed {
             Err(Error::Closed)
         } else {
             Ok(())
+        }
+    }
+
+    /// Writes need an open, writable, unpoisoned log.
+    #[inline]
+    fn check_writable(&self) -> Result<()> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        match &self.poison {
+            Some(p) => Err(p.error()),
+            None => Ok(()),
+        }
+    }
+
+    /// Records a failed sync of `path` and returns the error to report.
+    fn poison_with(&mut self, path: &Path, e: &io::Error) -> Error {
+        if self.poison.is_none() {
+            self.poison = Some(Poison {
+                path: path.to_path_buf(),
+                errno: e.raw_os_error(),
+                kind: e.kind(),
+                message: e.to_string(),
+            });
+        }
+        self.poison.as_ref().map(Poison::error).expect("just set")
+    }
+
+    /// Like `poison_with`, for engine errors from a sync (only I/O errors poison).
+    fn poison_on_sync_error(&mut self, err: Error) -> Error {
+        match err {
+            Error::Io { path, source, .. } => self.poison_with(&path, &source),
+            other => other,
         }
     }
 
@@ -328,7 +465,7 @@ impl Log {
 
     /// Appends one record and returns its offset.
     pub fn append(&mut self, payload: &[u8], timestamp: Option<u64>) -> Result<u64> {
-        self.check_open()?;
+        self.check_writable()?;
         if payload.len() > self.limits.max_record_bytes {
             return Err(Error::RecordTooLarge { size: payload.len(), max: self.limits.max_record_bytes });
         }
@@ -362,7 +499,7 @@ impl Log {
         I: IntoIterator<Item = &'a [u8]>,
         I::IntoIter: Clone,
     {
-        self.check_open()?;
+        self.check_writable()?;
         let payloads = payloads.into_iter();
         let timestamp = Self::timestamp(timestamp)?;
         let max = self.limits.max_record_bytes;
@@ -428,8 +565,13 @@ impl Log {
             self.prefaulter = sys::Prefaulter::new();
             self.segments.pop();
         } else {
-            active.flush()?;
+            // A failed msync here poisons the log like any failed sync: the kernel may
+            // have dropped the dirty pages, so a retry could "succeed" over lost data.
+            if let Err(e) = active.flush() {
+                return Err(self.poison_on_sync_error(e));
+            }
             active.write_index(true)?;
+            self.durable = self.durable.max(base);
         }
         let seg = Segment::create(&self.dir, base, segment_bytes, now_ms())?;
         self.segments.push(seg);
@@ -437,10 +579,91 @@ impl Log {
         Ok(())
     }
 
-    /// Writes all data to stable storage (msync of the active segment).
+    /// Writes all data to stable storage (msync of the active segment) on this thread.
     pub fn flush(&mut self) -> Result<()> {
+        self.check_writable()?;
+        let target = self.next_offset();
+        if let Err(e) = self.active().flush() {
+            return Err(self.poison_on_sync_error(e));
+        }
+        self.durable = self.durable.max(target);
+        Ok(())
+    }
+
+    /// Starts a sync of everything appended so far, to be `run` on another thread and
+    /// then passed to `complete_sync`. The writer may go on appending meanwhile; those
+    /// records ride on the next sync (group commit).
+    pub fn begin_sync(&self) -> Result<SyncRequest> {
+        self.check_writable()?;
+        let target = self.next_offset();
+        let active = self.segments.last().expect("an open log always has an active segment");
+        Ok(SyncRequest {
+            file: (target > self.durable).then(|| active.shared_file()),
+            path: active.path.clone(),
+            target,
+        })
+    }
+
+    /// Records the outcome of a sync begun with `begin_sync`: on success returns the
+    /// durable offset; on failure poisons the log and returns the error (also when the
+    /// log was poisoned meanwhile by another failure).
+    pub fn complete_sync(&mut self, request: &SyncRequest, result: io::Result<()>) -> Result<u64> {
+        if let Err(e) = result {
+            return Err(self.poison_with(&request.path, &e));
+        }
+        if let Some(p) = &self.poison {
+            return Err(p.error());
+        }
+        self.durable = self.durable.max(request.target);
+        Ok(self.durable)
+    }
+
+    /// Syncs everything appended so far on this thread; returns the durable offset.
+    pub fn sync(&mut self) -> Result<u64> {
+        let request = self.begin_sync()?;
+        let result = request.run();
+        self.complete_sync(&request, result)
+    }
+
+    /// A reader's catch-up with the writer: makes records appended since visible, and
+    /// follows the writer into segments it rolled to. Returns `next_offset`. A writer's
+    /// log (which knows its own records) returns at once.
+    pub fn refresh(&mut self) -> Result<u64> {
         self.check_open()?;
-        self.active().flush()
+        if !self.read_only {
+            return Ok(self.next_offset());
+        }
+        let interval = self.limits.index_interval_bytes;
+        loop {
+            if let Some(last) = self.segments.last_mut() {
+                last.extend_live(interval);
+            }
+            // The writer rolls by creating the segment named by the next offset (after
+            // syncing the one before), so the current segment is complete once it exists.
+            let next = self.next_offset();
+            let path = self.dir.join(segment_file_name(next));
+            let meta = match fs::metadata(&path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                Err(e) => return Err(Error::io("stat segment", &path)(e)),
+            };
+            // An empty segment's own name is the next offset's: the same file, nothing new.
+            if self.segments.last().is_some_and(|s| s.file_id == (meta.dev(), meta.ino())) {
+                break;
+            }
+            let seg = match Segment::open(path, next, false) {
+                Ok(seg) => seg,
+                // Replaced or removed between the stat and the open: look again next time.
+                Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => break,
+                Err(e) => return Err(e),
+            };
+            // The writer replaced an empty active segment with a larger one (see `roll`).
+            if self.segments.last().is_some_and(|s| s.base_offset == next) {
+                self.segments.pop();
+            }
+            self.segments.push(seg);
+        }
+        Ok(self.next_offset())
     }
 
     // ---- reads ----
@@ -569,10 +792,17 @@ impl Log {
         }
         self.closed = true;
         // The index may only cover durable frames (FORMAT.md 4): recovery trusts every
-        // frame before its last entry. So sync the data first, then the index.
+        // frame before its last entry. So sync the data first, then the index. A reader
+        // writes nothing; a poisoned writer syncs nothing more (recovery will redo it).
         let result = match self.segments.last() {
-            Some(active) => active.flush().and_then(|()| active.write_index(true)),
-            None => Ok(()),
+            Some(active) if !self.read_only && self.poison.is_none() => match active.flush() {
+                Ok(()) => {
+                    self.durable = active.next_offset;
+                    active.write_index(true)
+                }
+                Err(e) => Err(e),
+            },
+            _ => Ok(()),
         };
         self.prefaulter.shutdown();
         self.segments.clear();
@@ -609,22 +839,27 @@ fn take_lock(dir: &Path) -> Result<File> {
     }
 }
 
-/// Segment files in base-offset order; removes leftover `*.tmp` files.
-fn list_segments(dir: &Path, removed: &mut Vec<PathBuf>) -> Result<Vec<(u64, PathBuf)>> {
+/// Segment files in base-offset order. A writer (`removed` given) deletes leftover
+/// `*.tmp` files; a reader ignores them.
+fn list_segments(dir: &Path, mut removed: Option<&mut Vec<PathBuf>>) -> Result<Vec<(u64, PathBuf)>> {
     let mut found = Vec::new();
+    let mut any_removed = false;
     for entry in fs::read_dir(dir).map_err(Error::io("list log directory", dir))? {
         let entry = entry.map_err(Error::io("list log directory", dir))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if name.ends_with(".tmp") {
-            fs::remove_file(entry.path()).map_err(Error::io("remove temp file", entry.path()))?;
-            removed.push(entry.path());
+            if let Some(removed) = removed.as_deref_mut() {
+                fs::remove_file(entry.path()).map_err(Error::io("remove temp file", entry.path()))?;
+                removed.push(entry.path());
+                any_removed = true;
+            }
         } else if let Some(base) = parse_segment_file_name(name) {
             found.push((base, entry.path()));
         }
     }
     found.sort();
-    if !removed.is_empty() {
+    if any_removed {
         sys::fsync_dir(dir).map_err(Error::io("fsync directory", dir))?;
     }
     Ok(found)

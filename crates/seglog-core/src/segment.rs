@@ -3,8 +3,10 @@
 use std::cell::RefCell;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::format::{
@@ -159,7 +161,10 @@ pub struct Segment {
     /// Everything below this position has been handed to the prefaulter.
     prefaulted_to: usize,
     map: Mapping,
-    file: File,
+    /// Shared with sync tasks, which `fdatasync` it off the writer's thread.
+    file: Arc<File>,
+    /// Device and inode: tells a reader whether a path still names this file.
+    pub file_id: (u64, u64),
 }
 
 /// Prefault when the writer gets this close to the prefaulted end...
@@ -193,7 +198,8 @@ impl Segment {
         }
         fs::rename(&tmp, &path).map_err(Error::io("rename segment", &path))?;
         sys::fsync_dir(dir).map_err(Error::io("fsync directory", dir))?;
-        let map = Mapping::map(&file, segment_bytes).map_err(Error::io("map segment", &path))?;
+        let map = Mapping::map(&file, segment_bytes, true).map_err(Error::io("map segment", &path))?;
+        let meta = file.metadata().map_err(Error::io("stat segment", &path))?;
         Ok(Segment {
             path,
             base_offset,
@@ -206,19 +212,22 @@ impl Segment {
             last_entry_position: None,
             prefaulted_to: 0,
             map,
-            file,
+            file: Arc::new(file),
+            file_id: (meta.dev(), meta.ino()),
         })
     }
 
     /// Opens and maps an existing segment and checks its header. The caller then
-    /// establishes its extent with `adopt_index` or a walk.
-    pub fn open(path: PathBuf, base_offset: u64) -> Result<Segment> {
-        let file = OpenOptions::new().read(true).write(true).open(&path).map_err(Error::io("open segment", &path))?;
-        let len = file.metadata().map_err(Error::io("stat segment", &path))?.len() as usize;
+    /// establishes its extent with `adopt_index` or a walk. A reader (`writable` false)
+    /// opens and maps the file read-only.
+    pub fn open(path: PathBuf, base_offset: u64, writable: bool) -> Result<Segment> {
+        let file = OpenOptions::new().read(true).write(writable).open(&path).map_err(Error::io("open segment", &path))?;
+        let meta = file.metadata().map_err(Error::io("stat segment", &path))?;
+        let len = meta.len() as usize;
         if len < SEGMENT_HEADER_LEN + 4 {
             return Err(Error::corrupt(&path, None, Some(0), format!("segment file is only {len} bytes")));
         }
-        let map = Mapping::map(&file, len).map_err(Error::io("map segment", &path))?;
+        let map = Mapping::map(&file, len, writable).map_err(Error::io("map segment", &path))?;
         let header = SegmentHeader::decode(map.bytes()).map_err(|r| Error::corrupt(&path, None, Some(0), r))?;
         if header.base_offset != base_offset {
             return Err(Error::corrupt(&path, None, Some(0), "segment header base offset does not match the file name"));
@@ -243,7 +252,8 @@ impl Segment {
             last_entry_position: None,
             prefaulted_to: 0,
             map,
-            file,
+            file: Arc::new(file),
+            file_id: (meta.dev(), meta.ino()),
         })
     }
 
@@ -302,6 +312,27 @@ impl Segment {
         self.max_ts = walk.max_ts;
         self.last_entry_position = walk.last_entry_position;
         *self.index.get_mut() = walk.entries;
+    }
+
+    /// A reader's catch-up: walks on from the end of data over frames the writer has
+    /// published since. A frame that fails its checks here is one still being written
+    /// ("not yet", FORMAT.md 2.3), and the records of an atomic batch whose last record
+    /// is not there yet stay invisible. Returns how many records became visible.
+    pub fn extend_live(&mut self, index_interval: usize) -> u64 {
+        let before = self.next_offset;
+        let mut walk = Walk {
+            position: self.end,
+            next_offset: self.next_offset,
+            min_ts: self.min_ts,
+            max_ts: self.max_ts,
+            entries: std::mem::take(self.index.get_mut()),
+            last_entry_position: self.last_entry_position,
+            batch_start: None,
+        };
+        let _ = self.walk(&mut walk, index_interval);
+        walk.cut_open_batch();
+        self.adopt_walk(walk);
+        self.next_offset - before
     }
 
     /// Full scan from the first frame; used for sealed segments without a usable index.
@@ -486,6 +517,11 @@ impl Segment {
     /// Msyncs written data to disk.
     pub fn flush(&self) -> Result<()> {
         self.map.flush_range(0, self.end).map_err(Error::io("msync segment", &self.path))
+    }
+
+    /// The open file, for a sync task to `fdatasync` while the writer goes on.
+    pub fn shared_file(&self) -> Arc<File> {
+        Arc::clone(&self.file)
     }
 
     /// Position of the last non-zero byte at or after `from`, if any (for damage reports).

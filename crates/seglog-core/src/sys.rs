@@ -5,54 +5,83 @@ use std::io::{self, Write};
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
-use memmap2::{MmapMut, MmapOptions};
+use memmap2::{Mmap, MmapMut, MmapOptions};
 
-/// A shared, writable mapping of a whole segment file.
+use crate::fault::{self, FaultPoint};
+
+/// A shared mapping of a whole segment file: writable for the writer, read-only for readers.
 ///
 /// Invariants the rest of the engine keeps: the file is never shorter than the mapping
 /// (segments are fully preallocated and never shrunk while mapped: zeroing punches holes
 /// with `KEEP_SIZE`), and the writer lock means no other seglog writer changes the file.
-pub struct Mapping {
-    map: MmapMut,
+pub enum Mapping {
+    Writable(MmapMut),
+    ReadOnly(Mmap),
 }
 
 impl Mapping {
-    pub fn map(file: &File, len: usize) -> io::Result<Mapping> {
+    pub fn map(file: &File, len: usize, writable: bool) -> io::Result<Mapping> {
         if len == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "cannot map an empty file"));
         }
         // SAFETY: `len` is the file's size as just read by the caller, so no page of the
-        // mapping lies past end of file (no SIGBUS on access). Other processes changing the
-        // file is outside seglog's contract: the writer lock excludes other seglog writers,
-        // and every byte read through the map is bounds- and CRC-checked before it is
-        // trusted, so even a foreign change cannot cause out-of-bounds access.
-        let map = unsafe { MmapOptions::new().len(len).map_mut(file)? };
-        Ok(Mapping { map })
+        // mapping lies past end of file (no SIGBUS on access). Another process (the writer,
+        // when this is a reader's mapping) may store into the file while we read it: every
+        // byte read through the map is bounds- and CRC-checked before it is trusted, a
+        // frame is published by storing its length last behind a release fence and read
+        // behind an acquire fence (format::check_frame_header), so a concurrent store can
+        // make a frame look "not yet written" but never causes out-of-bounds access.
+        let map = unsafe {
+            if writable {
+                Mapping::Writable(MmapOptions::new().len(len).map_mut(file)?)
+            } else {
+                Mapping::ReadOnly(MmapOptions::new().len(len).map(file)?)
+            }
+        };
+        Ok(map)
     }
 
     #[inline]
     pub fn bytes(&self) -> &[u8] {
-        &self.map
+        match self {
+            Mapping::Writable(m) => m,
+            Mapping::ReadOnly(m) => m,
+        }
     }
 
+    /// The writable bytes. Only the writer calls this; a reader's log never reaches a
+    /// write path (`Log` refuses writes on read-only opens before touching a segment).
     #[inline]
     pub fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut self.map
+        match self {
+            Mapping::Writable(m) => m,
+            Mapping::ReadOnly(_) => unreachable!("write through a read-only mapping"),
+        }
     }
 
     /// Writes dirty pages in `[from, to)` to disk and waits (msync MS_SYNC).
     pub fn flush_range(&self, from: usize, to: usize) -> io::Result<()> {
-        if to > from {
-            self.map.flush_range(from, to - from)?;
+        fault::check(FaultPoint::Sync)?;
+        if let (Mapping::Writable(m), true) = (self, to > from) {
+            m.flush_range(from, to - from)?;
         }
         Ok(())
     }
+}
 
+/// Flushes a file's written data to stable storage (`fdatasync`). Dirty pages of shared
+/// mappings of the file are part of its page cache, so this covers appends made through
+/// a mapping as `msync` would, without needing the mapping (a sync thread can hold the
+/// file while the writer goes on, and the mapping can be dropped meanwhile).
+pub fn fdatasync(file: &File) -> io::Result<()> {
+    fault::check(FaultPoint::Sync)?;
+    file.sync_data()
 }
 
 /// Allocates disk blocks for `[0, len)` so later writes through a mapping cannot hit
 /// ENOSPC (which a mapping would report as SIGBUS).
 pub fn preallocate(file: &File, len: u64) -> io::Result<()> {
+    fault::check(FaultPoint::Preallocate)?;
     // SAFETY: plain syscall on a valid, open file descriptor; no memory is passed.
     let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
     if rc != 0 {
@@ -126,6 +155,7 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8], fsync: bool) -> io::Result<(
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = Path::new(&tmp);
+    fault::check(FaultPoint::WriteFile)?;
     let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(tmp)?;
     f.write_all(bytes)?;
     if fsync {
@@ -172,6 +202,11 @@ impl Prefaulter {
             })
             .ok();
         Prefaulter { tx: thread.as_ref().map(|_| tx), thread }
+    }
+
+    /// A prefaulter without a thread (for readers, which never write).
+    pub fn disabled() -> Prefaulter {
+        Prefaulter { tx: None, thread: None }
     }
 
     /// Asks for `[from, to)` of `map` to be faulted in; returns at once.

@@ -168,6 +168,9 @@ unsafe extern "C" fn read_into(env: sys::napi_env, info: sys::napi_callback_info
             let offset = js_number_to_u64("offset", a.number(1, "offset")?)?;
             let dest: &mut [u8] = a.typed_array(2, sys::TypedarrayType::uint8_array, "dest")?;
             let n = with_log(handle(a)?, |log| {
+                if log.is_read_only() && offset >= log.next_offset() {
+                    log.refresh()?;
+                }
                 Ok(match log.read_frame(offset)? {
                     None => 0.0,
                     Some(frame) if frame.len() > dest.len() => -(frame.len() as f64),
@@ -192,7 +195,12 @@ unsafe extern "C" fn read_batch_into(env: sys::napi_env, info: sys::napi_callbac
             let max_records = js_number_to_u64("maxRecords", a.number(2, "maxRecords")?)?;
             let max_bytes = js_number_to_u64("maxBytes", a.number(3, "maxBytes")?)? as usize;
             let dest: &mut [u8] = a.typed_array(4, sys::TypedarrayType::uint8_array, "dest")?;
-            let out = with_log(handle(a)?, |log| log.read_frames_into(from, max_records, max_bytes, dest))?;
+            let out = with_log(handle(a)?, |log| {
+                if log.is_read_only() && from >= log.next_offset() {
+                    log.refresh()?;
+                }
+                log.read_frames_into(from, max_records, max_bytes, dest)
+            })?;
             Ok(if out.records > 0 { out.bytes as f64 } else { -(out.needed as f64) })
         })
     }

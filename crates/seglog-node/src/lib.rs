@@ -6,8 +6,8 @@
 mod hot;
 mod registry;
 
-use napi::bindgen_prelude::Object;
-use napi::{Env, JsValue};
+use napi::bindgen_prelude::{AsyncTask, Object};
+use napi::{Env, JsValue, Task};
 use napi_derive::napi;
 use seglog_core as engine;
 
@@ -81,6 +81,59 @@ pub struct NativeOpenOptions {
     pub segment_bytes: Option<f64>,
     pub index_interval_bytes: Option<f64>,
     pub max_record_bytes: Option<f64>,
+    pub read_only: Option<bool>,
+}
+
+/// How a sync ended: `durable` (records below it are on stable storage) on success,
+/// else the error's `code` and `message` (the promise itself always resolves, so the
+/// error keeps seglog's code; the TS layer turns it into a rejection).
+#[napi(object)]
+pub struct NativeSyncOutcome {
+    pub durable: Option<f64>,
+    pub code: Option<String>,
+    pub message: Option<String>,
+}
+
+/// One group-commit sync: `fdatasync` on a libuv worker thread, then the outcome is
+/// recorded in the log on the JS thread (which may poison it).
+pub struct SyncTask {
+    handle: u32,
+    request: engine::SyncRequest,
+}
+
+impl Task for SyncTask {
+    type Output = Option<std::io::Error>;
+    type JsValue = NativeSyncOutcome;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        Ok(self.request.run().err())
+    }
+
+    fn resolve(&mut self, _env: Env, failed: Self::Output) -> napi::Result<Self::JsValue> {
+        let result = match failed {
+            None => Ok(()),
+            Some(e) => Err(e),
+        };
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            registry::with_log_or_closed(self.handle, |log| match log {
+                Some(log) => log.complete_sync(&self.request, result),
+                // Closed meanwhile: close synced everything itself (or reported why not).
+                None => match result {
+                    Ok(()) => Ok(self.request.target),
+                    Err(source) => Err(engine::Error::Poisoned { path: self.request.path().to_path_buf(), source }),
+                },
+            })
+        }));
+        Ok(match outcome {
+            Ok(Ok(durable)) => NativeSyncOutcome { durable: Some(durable as f64), code: None, message: None },
+            Ok(Err(e)) => NativeSyncOutcome { durable: None, code: Some(e.code().to_string()), message: Some(e.to_string()) },
+            Err(_) => NativeSyncOutcome {
+                durable: None,
+                code: Some("ERR_SEGLOG_INTERNAL".into()),
+                message: Some("internal error (a panic in seglog) while completing a sync".into()),
+            },
+        })
+    }
 }
 
 #[napi(object)]
@@ -155,11 +208,17 @@ impl NativeLog {
 impl NativeLog {
     #[napi(factory)]
     pub fn open(dir: String, options: Option<NativeOpenOptions>) -> Result<NativeLog> {
-        let o = options.unwrap_or(NativeOpenOptions { segment_bytes: None, index_interval_bytes: None, max_record_bytes: None });
+        let o = options.unwrap_or(NativeOpenOptions {
+            segment_bytes: None,
+            index_interval_bytes: None,
+            max_record_bytes: None,
+            read_only: None,
+        });
         let options = engine::Options {
             segment_bytes: opt_usize("segmentBytes", o.segment_bytes)?,
             index_interval_bytes: opt_usize("indexIntervalBytes", o.index_interval_bytes)?,
             max_record_bytes: opt_usize("maxRecordBytes", o.max_record_bytes)?,
+            read_only: o.read_only.unwrap_or(false),
         };
         let log = guard(|| engine::Log::open(&dir, &options).map_err(js_error))?;
         Ok(NativeLog { handle: registry::insert(log) })
@@ -185,10 +244,35 @@ impl NativeLog {
         self.with(|l| Ok(l.max_record_bytes() as f64))
     }
 
-    /// Writes all appended data to stable storage (msync).
+    /// Writes all appended data to stable storage (msync) on the JS thread.
     #[napi]
     pub fn flush(&self) -> Result<()> {
         self.with(|l| l.flush())
+    }
+
+    /// Starts a sync of everything appended so far on a libuv worker. Throws at once if
+    /// the log cannot sync (closed, read-only, poisoned).
+    #[napi(ts_return_type = "Promise<NativeSyncOutcome>")]
+    pub fn sync(&self) -> Result<AsyncTask<SyncTask>> {
+        let request = self.with(|l| l.begin_sync())?;
+        Ok(AsyncTask::new(SyncTask { handle: self.handle, request }))
+    }
+
+    /// Records below this offset are on stable storage.
+    #[napi(getter)]
+    pub fn durable_offset(&self) -> Result<f64> {
+        self.with(|l| Ok(l.durable_offset() as f64))
+    }
+
+    /// A reader's catch-up with the writer; returns the next offset.
+    #[napi]
+    pub fn refresh(&self) -> Result<f64> {
+        self.with(|l| l.refresh().map(|n| n as f64))
+    }
+
+    #[napi(getter)]
+    pub fn read_only(&self) -> Result<bool> {
+        self.with(|l| Ok(l.is_read_only()))
     }
 
     #[napi]
@@ -252,6 +336,22 @@ impl NativeLog {
     #[napi]
     pub fn close(&self) -> Result<()> {
         guard(|| registry::close(self.handle).map_err(js_error))
+    }
+
+    /// Test hook: makes an I/O operation fail (process-wide): `point` is "sync",
+    /// "preallocate" or "writeFile"; the (skip+1)th such operation fails with `errno`.
+    #[napi]
+    pub fn inject_fault_for_test(point: String, skip: u32, errno: i32, persistent: bool) -> Result<()> {
+        let Some(p) = engine::fault::FaultPoint::parse(&point) else {
+            return Err(JsFailure::Engine(engine::Error::InvalidArgument(format!("unknown fault point {point}"))).into());
+        };
+        engine::fault::inject(p, skip, errno, persistent);
+        Ok(())
+    }
+
+    #[napi]
+    pub fn clear_faults_for_test() {
+        engine::fault::clear();
     }
 
     /// Test hook: panics inside a binding call, to prove panics become JS errors.

@@ -28,6 +28,11 @@ pub fn with_log<R>(handle: u32, f: impl FnOnce(&mut Log) -> Result<R, Error>) ->
     })
 }
 
+/// Runs `f` with the log behind `handle`, or `None` if it is closed.
+pub fn with_log_or_closed<R>(handle: u32, f: impl FnOnce(Option<&mut Log>) -> R) -> R {
+    LOGS.with(|logs| f(logs.borrow_mut().get_mut(handle as usize).and_then(Option::as_mut)))
+}
+
 /// Closes and forgets the log. Idempotent.
 pub fn close(handle: u32) -> Result<(), Error> {
     let log = LOGS.with(|logs| logs.borrow_mut().get_mut(handle as usize).and_then(Option::take));
