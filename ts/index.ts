@@ -1,5 +1,5 @@
-export { Log } from './log'
-export type { Durability, TailOptions, LogOptions, LogRecord, ReadOptions, ReadBatchOptions, SegmentInfo, VerifyReport, VerifyProblem, RecoveryReport } from './log'
+export { Log, Cursor } from './log'
+export type { Durability, TailOptions, RemovedSegment, TruncateResult, TimestampBounds, CursorInfo, LogStats, LogOptions, LogRecord, ReadOptions, ReadBatchOptions, SegmentInfo, VerifyReport, VerifyProblem, RecoveryReport } from './log'
 export { codecs } from './codecs'
 export type { Codec, JsonCodec } from './codecs'
 export type { SeglogError, SeglogErrorCode } from './errors'

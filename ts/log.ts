@@ -1,3 +1,5 @@
+import { statSync } from 'node:fs'
+
 import { native, type NativeLog } from './native'
 import { codecs, checkCodec, isFastCodec, type Codec, type FastCodec } from './codecs'
 import { checkUint, fromNative, fromOutcome, rangeError, seglogError, typeError } from './errors'
@@ -34,11 +36,82 @@ export interface LogOptions<T> {
    * process, worker or `Log`) appends. Sees records as soon as they are appended.
    */
   readOnly?: boolean
+  /**
+   * Retention, applied whenever a segment rolls and by `enforceRetention()`: whole
+   * sealed segments are removed from the front (never the active one) while the segment
+   * files' total size (preallocated, so in steps of `segmentBytes`) exceeds this.
+   */
+  retentionBytes?: number
+  /** Remove segments whose newest record is older than this (ms). */
+  retentionMs?: number
+  /** Keep at least this many records; remove segments not needed for that. */
+  retentionRecords?: number
+  /** Retention never removes records at or after the slowest cursor's position. */
+  retainForCursors?: boolean
+  /** Move removed segments (and their indexes) here instead of deleting them. */
+  archiveDir?: string
+}
+
+/** A segment removed by `deleteBefore`, retention or `truncate`. */
+export interface RemovedSegment {
+  path: string
+  baseOffset: number
+  nextOffset: number
+  fileBytes: number
+  /** Where it was moved, with `archiveDir`. */
+  archivedTo?: string
+}
+
+export interface TruncateResult {
+  previousNextOffset: number
+  nextOffset: number
+  recordsRemoved: number
+  segmentsRemoved: RemovedSegment[]
+}
+
+export interface TimestampBounds {
+  /** Smallest and largest record timestamp of the whole log (absent when it is empty). */
+  min?: number
+  max?: number
+  segments: { baseOffset: number; nextOffset: number; min?: number; max?: number }[]
+}
+
+export interface CursorInfo {
+  name: string
+  position: number
+  /** When it was last committed (ms since the epoch). */
+  committedMs: number
+}
+
+export interface LogStats {
+  firstOffset: number
+  nextOffset: number
+  records: number
+  segmentCount: number
+  segments: SegmentInfo[]
+  indexEntries: number
+  /** Sum of the segment and index files' sizes. */
+  fileBytes: number
+  /** Disk space actually allocated to them (`st_blocks`). */
+  bytesOnDisk: number
+  durability: {
+    mode: Durability | 'readOnly'
+    durableOffset: number
+    syncs: number
+    lastSyncMs: number
+    /** The error that poisoned the log, if a sync failed. */
+    poisoned?: string
+  }
+  /** The last error automatic retention met when a segment rolled. */
+  retentionError?: string
 }
 
 export interface TailOptions {
-  /** First offset to yield. Default: `nextOffset` (only records appended from now on). */
-  from?: number
+  /**
+   * First offset to yield, or a cursor (its position). Default: `nextOffset` (only
+   * records appended from now on).
+   */
+  from?: number | Cursor
   /** Aborting it ends the iteration (it returns; nothing is thrown). */
   signal?: AbortSignal
   /** Records fetched per engine call. Default 1000. */
@@ -53,8 +126,10 @@ export interface LogRecord<T> {
 }
 
 export interface ReadOptions {
-  /** First offset to read (inclusive). Default: `firstOffset`. */
-  from?: number
+  /** First offset to read (inclusive), or a cursor (its position). Default: `firstOffset`. */
+  from?: number | Cursor
+  /** Start at the first record whose timestamp is >= `since` (see `offsetForTimestamp`). */
+  since?: number
   /** Offset to stop before (exclusive). Default: `nextOffset` when reading starts. */
   to?: number
 }
@@ -178,6 +253,7 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
   #lastSyncMs = 0
   /** Tails waiting for records: called after every append, and on close. */
   #tailWakers: (() => void)[] = []
+  #truncations = 0
 
   private constructor(nativeLog: NativeLog, codec: Codec<T>, durability: Durability, syncIntervalMs: number, syncIntervalBytes: number | undefined) {
     this.#native = nativeLog
@@ -213,6 +289,11 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
       syncIntervalMs = DEFAULT_SYNC_INTERVAL_MS,
       syncIntervalBytes,
       readOnly = false,
+      retentionBytes,
+      retentionMs,
+      retentionRecords,
+      retainForCursors = false,
+      archiveDir,
     } = options
     checkCodec<T>(codec)
     for (const [name, v] of [
@@ -221,6 +302,9 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
       ['maxRecordBytes', maxRecordBytes],
       ['syncIntervalMs', syncIntervalMs],
       ['syncIntervalBytes', syncIntervalBytes],
+      ['retentionBytes', retentionBytes],
+      ['retentionMs', retentionMs],
+      ['retentionRecords', retentionRecords],
     ] as const) {
       if (v !== undefined) checkUint(name, v)
     }
@@ -229,6 +313,10 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     }
     if (syncIntervalBytes === 0) throw rangeError('ERR_SEGLOG_INVALID_ARGUMENT', 'syncIntervalBytes must be at least 1')
     if (typeof readOnly !== 'boolean') throw typeError(`readOnly must be a boolean, got ${typeof readOnly}`)
+    if (typeof retainForCursors !== 'boolean') throw typeError(`retainForCursors must be a boolean, got ${typeof retainForCursors}`)
+    if (archiveDir !== undefined && (typeof archiveDir !== 'string' || archiveDir.length === 0)) {
+      throw typeError('archiveDir must be a non-empty string')
+    }
     if (durability !== undefined && durability !== 'none' && durability !== 'interval' && durability !== 'sync') {
       if (typeof durability !== 'string') throw typeError(`durability must be a string, got ${typeof durability}`)
       throw rangeError('ERR_SEGLOG_INVALID_ARGUMENT', `durability must be 'none', 'interval' or 'sync', got '${durability}'`)
@@ -238,7 +326,17 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     }
     let nativeLog: NativeLog
     try {
-      nativeLog = native.NativeLog.open(dir, { segmentBytes, indexIntervalBytes, maxRecordBytes, readOnly })
+      nativeLog = native.NativeLog.open(dir, {
+        segmentBytes,
+        indexIntervalBytes,
+        maxRecordBytes,
+        readOnly,
+        retentionBytes,
+        retentionMs,
+        retentionRecords,
+        retainForCursors,
+        archiveDir,
+      })
     } catch (err) {
       throw fromNative(err)
     }
@@ -454,13 +552,19 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     if (signal !== undefined && !(signal instanceof AbortSignal)) throw typeError('signal must be an AbortSignal')
     checkUint('maxRecords', maxRecords)
     if (maxRecords === 0) throw rangeError('ERR_SEGLOG_INVALID_ARGUMENT', 'maxRecords must be at least 1')
-    let next = from ?? this.nextOffset
+    let next = from === undefined ? this.nextOffset : from instanceof Cursor ? from.position : from
     checkUint('from', next)
     const first = this.#native.firstOffset
     if (next < first) throw rangeError('ERR_SEGLOG_OFFSET_OUT_OF_RANGE', `from (${next}) is below firstOffset (${first})`)
     const batch: LogRecord<T>[] = []
+    let truncations = this.#truncations
     while (!this.#closed && !isAborted(signal)) {
       batch.length = 0
+      if (truncations !== this.#truncations) {
+        // Records from `next` on may have been removed and their offsets reused.
+        truncations = this.#truncations
+        next = Math.min(next, this.#native.nextOffset)
+      }
       const [buf, bytes] = this.#fetch(next, maxRecords, DEFAULT_BATCH_BYTES, ITER_BUFFER_MIN)
       if (bytes === 0) {
         await this.#waitForRecords(next, signal)
@@ -472,6 +576,144 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
         if (this.#closed || isAborted(signal)) return
       }
     }
+  }
+
+  // ---- lifecycle ----
+
+  /**
+   * Removes every whole segment whose records all lie below `offset` (never the active
+   * segment), durably, and moves `firstOffset`. Returns what was removed. Reading below
+   * the new `firstOffset` fails with `ERR_SEGLOG_OFFSET_OUT_OF_RANGE`.
+   */
+  async deleteBefore(offset: number): Promise<RemovedSegment[]> {
+    this.#checkWritable()
+    checkUint('offset', offset)
+    return this.#callNative(() => this.#native.deleteBefore(offset)).map(stripNulls) as RemovedSegment[]
+  }
+
+  /** Applies the retention options now (they also apply at every segment roll). */
+  async enforceRetention(): Promise<RemovedSegment[]> {
+    this.#checkWritable()
+    return this.#callNative(() => this.#native.enforceRetention()).map(stripNulls) as RemovedSegment[]
+  }
+
+  /**
+   * Removes every record at or after `nextOffset` (rolling back an uncommitted suffix),
+   * durably: later segments are deleted, the segment holding `nextOffset` is cut and its
+   * tail zeroed and synced. Appends continue from `nextOffset`. Everything appended
+   * before is synced first, so no `appendDurable` is left waiting on removed records.
+   * A crash midway leaves a log ending between `nextOffset` and the old end, never a gap.
+   */
+  async truncate(nextOffset: number): Promise<TruncateResult> {
+    this.#checkWritable()
+    checkUint('nextOffset', nextOffset)
+    await this.sync()
+    this.#checkWritable()
+    const r = this.#callNative(() => this.#native.truncate(nextOffset))
+    this.#truncations++
+    if (r.nextOffset < this.#durable) this.#durable = r.nextOffset
+    return { ...r, segmentsRemoved: r.segmentsRemoved.map(stripNulls) as RemovedSegment[] }
+  }
+
+  /**
+   * The first offset whose record's timestamp is `>= timestamp`, or `undefined` if no
+   * record is that recent. Timestamps need not be monotonic: the answer is exactly the
+   * first such record in offset order (Kafka's semantics), found in O(log n) through the
+   * index's running maximum timestamp.
+   */
+  offsetForTimestamp(timestamp: number): number | undefined {
+    this.#check()
+    checkUint('timestamp', timestamp)
+    return this.#callNative(() => this.#native.offsetForTimestamp(timestamp)) ?? undefined
+  }
+
+  /** Smallest and largest timestamp, overall and per segment. */
+  timestampBounds(): TimestampBounds {
+    const out: TimestampBounds = { segments: [] }
+    for (const s of this.segments()) {
+      out.segments.push(stripNulls({ baseOffset: s.baseOffset, nextOffset: s.nextOffset, min: s.minTimestamp, max: s.maxTimestamp }))
+      if (s.minTimestamp !== undefined && (out.min === undefined || s.minTimestamp < out.min)) out.min = s.minTimestamp
+      if (s.maxTimestamp !== undefined && (out.max === undefined || s.maxTimestamp > out.max)) out.max = s.maxTimestamp
+    }
+    return out
+  }
+
+  // ---- cursors ----
+
+  /**
+   * A named, durable consumer position stored with the log (in `<dir>/cursors/`). Its
+   * `position` is the committed offset (the next one to consume), or `firstOffset` if it
+   * was never committed. Works on `readOnly` logs too: cursor files are consumer state,
+   * separate from the segments readers never touch.
+   */
+  cursor(name: string): Cursor {
+    this.#check()
+    if (typeof name !== 'string') throw typeError(`cursor name must be a string, got ${typeof name}`)
+    const state = this.#callNative(() => this.#native.cursor(name))
+    return new Cursor(name, state?.position, state?.committedMs, {
+      first: () => this.firstOffset,
+      commit: (offset) => this.#commitCursor(name, offset),
+      remove: () => {
+        this.#check()
+        return this.#callNative(() => this.#native.deleteCursor(name))
+      },
+    })
+  }
+
+  /** Every committed cursor, by name. */
+  cursors(): CursorInfo[] {
+    this.#check()
+    return this.#callNative(() => this.#native.cursors())
+  }
+
+  async #commitCursor(name: string, offset: number): Promise<void> {
+    this.#check()
+    checkUint('offset', offset)
+    const outcome = await this.#callNative(() => this.#native.commitCursor(name, offset))
+    if (typeof outcome.durable !== 'number') throw fromOutcome(outcome.code ?? 'ERR_SEGLOG_IO', outcome.message ?? 'cursor commit failed')
+  }
+
+  // ---- stats ----
+
+  /** Segments, sizes, records, index entries and durability counters. */
+  stats(): LogStats {
+    const segments = this.segments()
+    let fileBytes = 0
+    let bytesOnDisk = 0
+    let indexEntries = 0
+    for (const s of segments) {
+      indexEntries += s.indexEntries
+      for (const path of [s.path, s.path.replace(/\.seg$/, '.idx')]) {
+        try {
+          const st = statSync(path)
+          fileBytes += st.size
+          bytesOnDisk += st.blocks * 512
+        } catch {
+          // An index not written yet, or a segment removed meanwhile.
+        }
+      }
+    }
+    const first = this.firstOffset
+    const next = this.nextOffset
+    const retentionError = this.#readOnly ? null : this.#native.retentionError
+    return stripNulls({
+      firstOffset: first,
+      nextOffset: next,
+      records: next - first,
+      segmentCount: segments.length,
+      segments,
+      indexEntries,
+      fileBytes,
+      bytesOnDisk,
+      durability: stripNulls({
+        mode: this.#readOnly ? ('readOnly' as const) : this.#durability,
+        durableOffset: this.#durable,
+        syncs: this.#syncs,
+        lastSyncMs: this.#lastSyncMs,
+        poisoned: this.#poison?.message,
+      }),
+      retentionError: retentionError ?? undefined,
+    }) as LogStats
   }
 
   /** One entry per segment file, oldest first. */
@@ -522,6 +764,20 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     if (this.#mode === SYNC) this.#requestSync()
     else if ((this.#pendingBytes += bytes) >= this.#syncBytes) this.#requestSync()
     if (this.#tailWakers.length !== 0) this.#wakeTails()
+  }
+
+  #checkWritable(): void {
+    if (this.#closed) throw closedError()
+    if (this.#readOnly) throw readOnlyError()
+    if (this.#poison !== undefined) throw this.#poison
+  }
+
+  #callNative<R>(f: () => R): R {
+    try {
+      return f()
+    } catch (err) {
+      throw fromNative(err)
+    }
   }
 
   #writeError(err: unknown): unknown {
@@ -726,7 +982,13 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     if (options === null || typeof options !== 'object') throw typeError('options must be an object')
     const first = this.#native.firstOffset
     const next = this.#readOnly ? this.#refresh() : this.#native.nextOffset
-    const { from = first, to = next } = options
+    const { since, to = next } = options
+    let { from = first } = options
+    if (from instanceof Cursor) from = from.position
+    if (since !== undefined) {
+      if (options.from !== undefined) throw typeError('give either from or since, not both')
+      from = this.offsetForTimestamp(since) ?? next
+    }
     checkUint('from', from)
     checkUint('to', to)
     if (from < first) throw rangeError('ERR_SEGLOG_OFFSET_OUT_OF_RANGE', `from (${from}) is below firstOffset (${first})`)
@@ -771,4 +1033,59 @@ function stripNulls<O extends object>(o: O): O {
   const out: Record<string, unknown> = {}
   for (const [k, v] of Object.entries(o)) if (v !== null && v !== undefined) out[k] = v
   return out as O
+}
+
+interface CursorOps {
+  first(): number
+  commit(offset: number): Promise<void>
+  remove(): boolean
+}
+
+/** A named, durable consumer position (see `Log.cursor`). */
+export class Cursor {
+  readonly name: string
+  #position: number | undefined
+  #committedMs: number | undefined
+  readonly #ops: CursorOps
+
+  /** @internal Made by `Log.cursor`. */
+  constructor(name: string, position: number | undefined, committedMs: number | undefined, ops: CursorOps) {
+    this.name = name
+    this.#position = position ?? undefined
+    this.#committedMs = committedMs ?? undefined
+    this.#ops = ops
+  }
+
+  /** The committed position (the next offset to consume), or `firstOffset` if never committed. */
+  get position(): number {
+    return this.#position ?? this.#ops.first()
+  }
+
+  /** Whether a position was ever committed (and not deleted). */
+  get committed(): boolean {
+    return this.#position !== undefined
+  }
+
+  get committedMs(): number | undefined {
+    return this.#committedMs
+  }
+
+  /**
+   * Durably records `offset` (at most `nextOffset`) as this cursor's position: temp file,
+   * fsync, rename, fsync directory, on a libuv worker. A crash leaves the old or the new
+   * position.
+   */
+  async commit(offset: number): Promise<void> {
+    await this.#ops.commit(offset)
+    this.#position = offset
+    this.#committedMs = Date.now()
+  }
+
+  /** Removes the cursor durably. Returns whether it existed. */
+  async delete(): Promise<boolean> {
+    const existed = this.#ops.remove()
+    this.#position = undefined
+    this.#committedMs = undefined
+    return existed
+  }
 }

@@ -3,6 +3,7 @@
 //! The on-disk format is specified in `docs/FORMAT.md`. This crate has no N-API
 //! dependency; `seglog-node` only converts between it and JavaScript.
 
+pub mod cursor;
 mod error;
 pub mod fault;
 pub mod format;
@@ -12,7 +13,7 @@ mod sys;
 
 pub use error::{Error, Result};
 pub use log::{
-    now_ms, CopyOutcome, Log, SyncRequest, Options, Problem, Record, RecoveryReport, SegmentInfo, Truncation, VerifyReport,
+    now_ms, CopyOutcome, Log, RemovedSegment, Retention, SyncRequest, TruncateReport, Options, Problem, Record, RecoveryReport, SegmentInfo, Truncation, VerifyReport,
     DEFAULT_INDEX_INTERVAL_BYTES, DEFAULT_MAX_RECORD_BYTES, DEFAULT_SEGMENT_BYTES, LOCK_FILE_NAME,
 };
 pub use segment::{parse_segment_file_name, segment_file_name};

@@ -33,6 +33,44 @@ pub struct Options {
     pub max_record_bytes: Option<usize>,
     /// Open as a reader: no lock, no writes of any kind, live records found by `refresh`.
     pub read_only: bool,
+    /// Retention, applied when a segment rolls and by `enforce_retention`.
+    pub retention: Retention,
+    /// Move removed segments here instead of deleting them.
+    pub archive_dir: Option<PathBuf>,
+}
+
+/// Which whole sealed segments may be removed from the front of the log. Each limit that
+/// is set removes the oldest segments until it holds; the active segment is never removed.
+#[derive(Debug, Clone, Default)]
+pub struct Retention {
+    /// Keep the segment files' total size (preallocated sizes) at or under this.
+    pub bytes: Option<u64>,
+    /// Remove segments whose newest record is older than this many milliseconds.
+    pub ms: Option<u64>,
+    /// Keep at least this many records and remove segments not needed for that.
+    pub records: Option<u64>,
+    /// Never remove a segment holding records at or after the slowest cursor's position.
+    pub retain_for_cursors: bool,
+}
+
+/// A segment removed by `delete_before`, retention or `truncate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovedSegment {
+    pub path: PathBuf,
+    pub base_offset: u64,
+    pub next_offset: u64,
+    pub file_bytes: u64,
+    /// Where it went, when an archive directory is set (and the removal was not a truncation).
+    pub archived_to: Option<PathBuf>,
+}
+
+/// What `truncate` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TruncateReport {
+    pub previous_next_offset: u64,
+    pub next_offset: u64,
+    pub records_removed: u64,
+    pub segments_removed: Vec<RemovedSegment>,
 }
 
 /// Options after defaults and validation.
@@ -159,6 +197,10 @@ pub struct Log {
     recovery: RecoveryReport,
     /// Faults in pages ahead of the writer; shut down before any mapping is dropped.
     prefaulter: sys::Prefaulter,
+    retention: Retention,
+    archive_dir: Option<PathBuf>,
+    /// The last error of automatic retention at a roll (the append itself succeeded).
+    retention_error: Option<String>,
 }
 
 /// What a failed sync left behind: enough to report it again on every later write.
@@ -229,6 +271,12 @@ impl Log {
         };
         let mut recovery = RecoveryReport::default();
         let found = list_segments(&dir, (!read_only).then_some(&mut recovery.temp_files_removed))?;
+        if !read_only {
+            crate::cursor::remove_temp_files(&dir, &mut recovery.temp_files_removed)?;
+            if let Some(archive) = &options.archive_dir {
+                fs::create_dir_all(archive).map_err(Error::io("create archive directory", archive))?;
+            }
+        }
         let mut log = Log {
             dir,
             limits,
@@ -240,6 +288,9 @@ impl Log {
             poison: None,
             recovery,
             prefaulter: if read_only { sys::Prefaulter::disabled() } else { sys::Prefaulter::new() },
+            retention: options.retention.clone(),
+            archive_dir: options.archive_dir.clone(),
+            retention_error: None,
         };
         if found.is_empty() && read_only {
             return Ok(log);
@@ -576,7 +627,226 @@ impl Log {
         let seg = Segment::create(&self.dir, base, segment_bytes, now_ms())?;
         self.segments.push(seg);
         self.prefault();
+        // The record that caused the roll is not written yet and does not depend on
+        // retention: a failure here is kept for `retention_error` / `enforce_retention`.
+        self.retention_error = self.enforce_retention().err().map(|e| e.to_string());
         Ok(())
+    }
+
+    // ---- lifecycle: removal, retention, truncation ----
+
+    /// The last error automatic retention met at a segment roll, if any.
+    pub fn retention_error(&self) -> Option<&str> {
+        self.retention_error.as_deref()
+    }
+
+    /// Removes every whole sealed segment whose records all lie below `offset` (never
+    /// the active one), oldest first, durably. Returns what was removed.
+    pub fn delete_before(&mut self, offset: u64) -> Result<Vec<RemovedSegment>> {
+        self.check_writable()?;
+        let n = self.segments.len();
+        let count = self.segments[..n - 1].iter().take_while(|s| s.next_offset <= offset).count();
+        self.remove_leading(count)
+    }
+
+    /// Applies the retention options now. Returns what was removed.
+    pub fn enforce_retention(&mut self) -> Result<Vec<RemovedSegment>> {
+        self.check_writable()?;
+        let count = self.retention_count()?;
+        self.remove_leading(count)
+    }
+
+    /// How many leading segments the retention options allow to remove.
+    fn retention_count(&self) -> Result<usize> {
+        let r = &self.retention;
+        let sealed = self.segments.len() - 1;
+        let mut count = 0;
+        if let Some(max) = r.bytes {
+            let mut total: u64 = self.segments.iter().map(|s| s.size() as u64).sum();
+            while count < sealed && total > max {
+                total -= self.segments[count].size() as u64;
+                count += 1;
+            }
+        }
+        if let Some(ms) = r.ms {
+            let cutoff = now_ms().saturating_sub(ms);
+            let expired = self.segments[..sealed]
+                .iter()
+                .take_while(|s| s.record_count() == 0 || s.max_ts < cutoff)
+                .count();
+            count = count.max(expired);
+        }
+        if let Some(keep) = r.records {
+            let next = self.next_offset();
+            let spare = self.segments[..sealed].iter().take_while(|s| next - s.next_offset >= keep).count();
+            count = count.max(spare);
+        }
+        if r.retain_for_cursors && count > 0 {
+            if let Some(slowest) = crate::cursor::list(&self.dir)?.iter().map(|c| c.position).min() {
+                while count > 0 && self.segments[count - 1].next_offset > slowest {
+                    count -= 1;
+                }
+            }
+        }
+        Ok(count)
+    }
+
+    /// Removes (or archives) the first `count` segments, oldest first, so a crash leaves
+    /// a log without gaps; each segment's index goes before its data, so no index is
+    /// left without its segment. The directory is fsynced at the end.
+    fn remove_leading(&mut self, count: usize) -> Result<Vec<RemovedSegment>> {
+        assert!(count < self.segments.len(), "the active segment is never removed");
+        let mut removed = Vec::with_capacity(count);
+        let result = (|| {
+            for _ in 0..count {
+                let seg = &self.segments[0];
+                let archived_to = self.dispose_segment_files(seg, self.archive_dir.is_some())?;
+                removed.push(RemovedSegment {
+                    path: seg.path.clone(),
+                    base_offset: seg.base_offset,
+                    next_offset: seg.next_offset,
+                    file_bytes: seg.size() as u64,
+                    archived_to,
+                });
+                // Unmaps it. Nothing outside the engine points into it (JS gets copies).
+                self.segments.remove(0);
+            }
+            Ok(())
+        })();
+        if count > 0 {
+            sys::fsync_dir(&self.dir).map_err(Error::io("fsync directory", &self.dir))?;
+            if let (Some(archive), false) = (&self.archive_dir, removed.is_empty()) {
+                sys::fsync_dir(archive).map_err(Error::io("fsync directory", archive))?;
+            }
+        }
+        result.map(|()| removed)
+    }
+
+    /// Deletes (or moves to the archive) a segment's index and then its data file.
+    fn dispose_segment_files(&self, seg: &Segment, archive: bool) -> Result<Option<PathBuf>> {
+        let index = seg.index_path();
+        match (archive, &self.archive_dir) {
+            (true, Some(dir)) => {
+                let to = dir.join(seg.path.file_name().expect("segment path has a file name"));
+                if index.exists() {
+                    let index_to = dir.join(index.file_name().expect("index path has a file name"));
+                    sys::move_file(&index, &index_to).map_err(Error::io("archive index", &index))?;
+                }
+                sys::move_file(&seg.path, &to).map_err(Error::io("archive segment", &seg.path))?;
+                Ok(Some(to))
+            }
+            _ => {
+                match fs::remove_file(&index) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("delete index", &index)(e)),
+                }
+                fs::remove_file(&seg.path).map_err(Error::io("delete segment", &seg.path))?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Removes every record at or after `next`, durably: later segments are deleted
+    /// (newest first), then the segment holding `next` is cut there, its tail zeroed and
+    /// synced, and its index rewritten. Appends continue from `next`. A crash midway
+    /// leaves a log that ends somewhere between `next` and the old end, without gaps.
+    pub fn truncate(&mut self, next: u64) -> Result<TruncateReport> {
+        self.check_writable()?;
+        let previous = self.next_offset();
+        let mut report = TruncateReport {
+            previous_next_offset: previous,
+            next_offset: previous,
+            records_removed: 0,
+            segments_removed: Vec::new(),
+        };
+        if next >= previous {
+            return Ok(report);
+        }
+        if next < self.first_offset() {
+            return Err(Error::OffsetOutOfRange { offset: next, first: self.first_offset() });
+        }
+        let keep = self.segments.partition_point(|s| s.base_offset <= next) - 1;
+        // The prefaulter may be working on the active mapping, which may go away.
+        self.prefaulter.shutdown();
+        let result = (|| {
+            while self.segments.len() > keep + 1 {
+                let seg = self.segments.last().expect("more than one segment");
+                self.dispose_segment_files(seg, false)?;
+                report.segments_removed.push(RemovedSegment {
+                    path: seg.path.clone(),
+                    base_offset: seg.base_offset,
+                    next_offset: seg.next_offset,
+                    file_bytes: seg.size() as u64,
+                    archived_to: None,
+                });
+                self.segments.pop();
+            }
+            if !report.segments_removed.is_empty() {
+                sys::fsync_dir(&self.dir).map_err(Error::io("fsync directory", &self.dir))?;
+            }
+            let interval = self.limits.index_interval_bytes;
+            let seg = self.segments.last_mut().expect("the kept segment");
+            seg.cut_at(next, interval)?;
+            seg.zero_tail()?;
+            seg.write_index(true)
+        })();
+        self.prefaulter = sys::Prefaulter::new();
+        result?;
+        // zero_tail fsynced the whole file: everything kept is durable.
+        self.durable = self.next_offset();
+        self.prefault();
+        report.next_offset = self.next_offset();
+        report.records_removed = previous - report.next_offset;
+        Ok(report)
+    }
+
+    // ---- time ----
+
+    /// The first offset whose record's timestamp is `>= ts`, or `None` if there is none.
+    /// Timestamps need not be monotonic: this is exactly the first such record in offset
+    /// order, found through the index's running maximum (FORMAT.md 4.2) in O(log n) per
+    /// segment plus a walk of at most one index interval.
+    pub fn offset_for_timestamp(&self, ts: u64) -> Result<Option<u64>> {
+        self.check_open()?;
+        let interval = self.limits.index_interval_bytes;
+        for seg in &self.segments {
+            // Every record of earlier segments is older than `ts` (their maximum is).
+            if seg.record_count() > 0 && seg.max_ts >= ts {
+                return seg.first_at_or_after(ts, interval).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    // ---- cursors ----
+
+    pub fn cursor(&self, name: &str) -> Result<Option<crate::cursor::CursorState>> {
+        self.check_open()?;
+        crate::cursor::read(&self.dir, name)
+    }
+
+    pub fn cursors(&self) -> Result<Vec<crate::cursor::CursorState>> {
+        self.check_open()?;
+        crate::cursor::list(&self.dir)
+    }
+
+    /// Commits cursor `name` at `position` (at most `next_offset`). Allowed on a reader:
+    /// cursor files are consumer state, apart from the segments readers never touch.
+    pub fn commit_cursor(&mut self, name: &str, position: u64) -> Result<()> {
+        self.check_open()?;
+        let next = self.refresh()?;
+        if position > next {
+            return Err(Error::InvalidArgument(format!(
+                "cursor position {position} is past the end of the log (nextOffset {next})"
+            )));
+        }
+        crate::cursor::commit(&self.dir, name, position, now_ms())
+    }
+
+    pub fn delete_cursor(&self, name: &str) -> Result<bool> {
+        self.check_open()?;
+        crate::cursor::delete(&self.dir, name)
     }
 
     /// Writes all data to stable storage (msync of the active segment) on this thread.
@@ -843,6 +1113,7 @@ fn take_lock(dir: &Path) -> Result<File> {
 /// `*.tmp` files; a reader ignores them.
 fn list_segments(dir: &Path, mut removed: Option<&mut Vec<PathBuf>>) -> Result<Vec<(u64, PathBuf)>> {
     let mut found = Vec::new();
+    let mut indexes = Vec::new();
     let mut any_removed = false;
     for entry in fs::read_dir(dir).map_err(Error::io("list log directory", dir))? {
         let entry = entry.map_err(Error::io("list log directory", dir))?;
@@ -856,9 +1127,21 @@ fn list_segments(dir: &Path, mut removed: Option<&mut Vec<PathBuf>>) -> Result<V
             }
         } else if let Some(base) = parse_segment_file_name(name) {
             found.push((base, entry.path()));
+        } else if let Some(base) = name.strip_suffix(".idx").and_then(|stem| parse_segment_file_name(&format!("{stem}.seg"))) {
+            indexes.push((base, entry.path()));
         }
     }
     found.sort();
+    // An index whose segment is gone (a crash between removing the two): delete it.
+    if let Some(removed) = removed.as_deref_mut() {
+        for (base, path) in indexes {
+            if found.binary_search_by_key(&base, |(b, _)| *b).is_err() {
+                fs::remove_file(&path).map_err(Error::io("remove orphan index", &path))?;
+                removed.push(path);
+                any_removed = true;
+            }
+        }
+    }
     if any_removed {
         sys::fsync_dir(dir).map_err(Error::io("fsync directory", dir))?;
     }

@@ -445,6 +445,77 @@ impl Segment {
         Ok(())
     }
 
+    /// The first offset whose timestamp is `>= ts`; the caller knows `max_ts >= ts`.
+    /// The entry before the first whose running maximum reaches `ts` bounds the search
+    /// from below (every record up to it is older), so at most one index interval of
+    /// frames is walked. An index that lies is rebuilt from the log first.
+    pub fn first_at_or_after(&self, ts: u64, index_interval: usize) -> Result<u64> {
+        if let Some(offset) = self.find_timestamp_via_index(ts) {
+            return Ok(offset);
+        }
+        self.rebuild_index_in_place(index_interval)?;
+        self.find_timestamp_via_index(ts).ok_or_else(|| {
+            Error::corrupt(&self.path, None, None, format!("no record with timestamp >= {ts} although the segment's maximum is {}", self.max_ts))
+        })
+    }
+
+    fn find_timestamp_via_index(&self, ts: u64) -> Option<u64> {
+        let (mut pos, mut at) = {
+            let index = self.index.borrow();
+            match index.partition_point(|e| e.max_timestamp < ts) {
+                0 => (SEGMENT_HEADER_LEN, self.base_offset),
+                j => (index[j - 1].position as usize, self.base_offset + index[j - 1].relative_offset as u64),
+            }
+        };
+        let seg = self.bytes();
+        let max_payload = self.max_payload_on_disk();
+        while at < self.next_offset {
+            match check_frame(seg, pos, at, max_payload) {
+                Frame::Valid(info) if info.timestamp >= ts => return Some(at),
+                Frame::Valid(info) => {
+                    pos = info.next_position(pos);
+                    at += 1;
+                }
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    /// Makes `next` the end of this segment's data (for `Log::truncate`): re-walks the
+    /// kept records to rebuild extent, timestamps and index. If the last kept record
+    /// was inside an atomic batch, its BATCH_CONTINUES flag is cleared (the caller asked
+    /// for exactly this prefix; recovery would otherwise drop the batch's kept part).
+    /// The caller zeroes and syncs the tail afterwards.
+    pub fn cut_at(&mut self, next: u64, index_interval: usize) -> Result<()> {
+        let mut walk = Walk::from_start(self.base_offset);
+        let max_payload = self.max_payload_on_disk();
+        let mut last: Option<(usize, FrameInfo)> = None;
+        while walk.next_offset < next {
+            let pos = walk.position;
+            match check_frame(self.bytes(), pos, walk.next_offset, max_payload) {
+                Frame::Valid(info) => {
+                    walk.advance(self.base_offset, &info, index_interval);
+                    last = Some((pos, info));
+                }
+                Frame::Bad(problem) => {
+                    return Err(Error::corrupt(&self.path, Some(walk.next_offset), Some(pos as u64), problem.describe()))
+                }
+                Frame::End => {
+                    return Err(Error::corrupt(&self.path, Some(walk.next_offset), Some(pos as u64), "record missing before end of data"))
+                }
+            }
+        }
+        walk.batch_start = None;
+        if let Some((pos, info)) = last.filter(|(_, info)| info.flags & FLAG_BATCH_CONTINUES != 0) {
+            let frame = &mut self.map.bytes_mut()[pos..pos + info.frame_len];
+            crate::format::rewrite_flags(frame, info.flags & !FLAG_BATCH_CONTINUES);
+        }
+        self.adopt_walk(walk);
+        self.prefaulted_to = 0;
+        Ok(())
+    }
+
     /// Checks the frame at `pos` fully (length bounds, CRC, offset) for a read.
     pub fn checked_frame(&self, pos: usize, offset: u64) -> Result<FrameInfo> {
         match check_frame(self.bytes(), pos, offset, self.max_payload_on_disk()) {

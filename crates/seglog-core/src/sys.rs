@@ -144,6 +144,24 @@ pub fn try_lock_exclusive(file: &File) -> io::Result<bool> {
     }
 }
 
+/// Moves a file, across file systems if need be (copy, fsync, then delete the source).
+/// The caller fsyncs both directories.
+pub fn move_file(from: &Path, to: &Path) -> io::Result<()> {
+    match fs::rename(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            let mut tmp = to.as_os_str().to_owned();
+            tmp.push(".tmp");
+            let tmp = Path::new(&tmp);
+            fs::copy(from, tmp)?;
+            File::open(tmp)?.sync_all()?;
+            fs::rename(tmp, to)?;
+            fs::remove_file(from)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Fsyncs a directory so that creations, renames and deletions in it are durable.
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

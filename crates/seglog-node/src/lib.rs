@@ -82,6 +82,74 @@ pub struct NativeOpenOptions {
     pub index_interval_bytes: Option<f64>,
     pub max_record_bytes: Option<f64>,
     pub read_only: Option<bool>,
+    pub retention_bytes: Option<f64>,
+    pub retention_ms: Option<f64>,
+    pub retention_records: Option<f64>,
+    pub retain_for_cursors: Option<bool>,
+    pub archive_dir: Option<String>,
+}
+
+#[napi(object)]
+pub struct NativeRemovedSegment {
+    pub path: String,
+    pub base_offset: f64,
+    pub next_offset: f64,
+    pub file_bytes: f64,
+    pub archived_to: Option<String>,
+}
+
+fn removed_to_js(v: Vec<engine::RemovedSegment>) -> Vec<NativeRemovedSegment> {
+    v.into_iter()
+        .map(|r| NativeRemovedSegment {
+            path: path_string(&r.path),
+            base_offset: r.base_offset as f64,
+            next_offset: r.next_offset as f64,
+            file_bytes: r.file_bytes as f64,
+            archived_to: r.archived_to.as_deref().map(path_string),
+        })
+        .collect()
+}
+
+#[napi(object)]
+pub struct NativeTruncateReport {
+    pub previous_next_offset: f64,
+    pub next_offset: f64,
+    pub records_removed: f64,
+    pub segments_removed: Vec<NativeRemovedSegment>,
+}
+
+#[napi(object)]
+pub struct NativeCursor {
+    pub name: String,
+    pub position: f64,
+    pub committed_ms: f64,
+}
+
+fn cursor_to_js(c: engine::cursor::CursorState) -> NativeCursor {
+    NativeCursor { name: c.name, position: c.position as f64, committed_ms: c.committed_ms as f64 }
+}
+
+/// A cursor commit (temp file, fsync, rename, fsync directory) on a libuv worker.
+pub struct CommitCursorTask {
+    dir: std::path::PathBuf,
+    name: String,
+    position: u64,
+}
+
+impl Task for CommitCursorTask {
+    type Output = Option<engine::Error>;
+    type JsValue = NativeSyncOutcome;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        Ok(engine::cursor::commit(&self.dir, &self.name, self.position, engine::now_ms()).err())
+    }
+
+    fn resolve(&mut self, _env: Env, failed: Self::Output) -> napi::Result<Self::JsValue> {
+        Ok(match failed {
+            None => NativeSyncOutcome { durable: Some(self.position as f64), code: None, message: None },
+            Some(e) => NativeSyncOutcome { durable: None, code: Some(e.code().to_string()), message: Some(e.to_string()) },
+        })
+    }
 }
 
 /// How a sync ended: `durable` (records below it are on stable storage) on success,
@@ -213,12 +281,25 @@ impl NativeLog {
             index_interval_bytes: None,
             max_record_bytes: None,
             read_only: None,
+            retention_bytes: None,
+            retention_ms: None,
+            retention_records: None,
+            retain_for_cursors: None,
+            archive_dir: None,
         });
+        let opt_u64 = |name: &str, v: Option<f64>| -> Result<Option<u64>> { Ok(v.map(|v| js_number_to_u64(name, v)).transpose()?) };
         let options = engine::Options {
             segment_bytes: opt_usize("segmentBytes", o.segment_bytes)?,
             index_interval_bytes: opt_usize("indexIntervalBytes", o.index_interval_bytes)?,
             max_record_bytes: opt_usize("maxRecordBytes", o.max_record_bytes)?,
             read_only: o.read_only.unwrap_or(false),
+            retention: engine::Retention {
+                bytes: opt_u64("retentionBytes", o.retention_bytes)?,
+                ms: opt_u64("retentionMs", o.retention_ms)?,
+                records: opt_u64("retentionRecords", o.retention_records)?,
+                retain_for_cursors: o.retain_for_cursors.unwrap_or(false),
+            },
+            archive_dir: o.archive_dir.map(std::path::PathBuf::from),
         };
         let log = guard(|| engine::Log::open(&dir, &options).map_err(js_error))?;
         Ok(NativeLog { handle: registry::insert(log) })
@@ -273,6 +354,79 @@ impl NativeLog {
     #[napi(getter)]
     pub fn read_only(&self) -> Result<bool> {
         self.with(|l| Ok(l.is_read_only()))
+    }
+
+    #[napi]
+    pub fn delete_before(&self, offset: f64) -> Result<Vec<NativeRemovedSegment>> {
+        let offset = js_number_to_u64("offset", offset)?;
+        self.with(|l| l.delete_before(offset)).map(removed_to_js)
+    }
+
+    #[napi]
+    pub fn enforce_retention(&self) -> Result<Vec<NativeRemovedSegment>> {
+        self.with(|l| l.enforce_retention()).map(removed_to_js)
+    }
+
+    /// The last error of automatic retention at a segment roll.
+    #[napi(getter)]
+    pub fn retention_error(&self) -> Result<Option<String>> {
+        self.with(|l| Ok(l.retention_error().map(str::to_string)))
+    }
+
+    #[napi]
+    pub fn truncate(&self, next_offset: f64) -> Result<NativeTruncateReport> {
+        let next = js_number_to_u64("nextOffset", next_offset)?;
+        let r = self.with(|l| l.truncate(next))?;
+        Ok(NativeTruncateReport {
+            previous_next_offset: r.previous_next_offset as f64,
+            next_offset: r.next_offset as f64,
+            records_removed: r.records_removed as f64,
+            segments_removed: removed_to_js(r.segments_removed),
+        })
+    }
+
+    /// The first offset whose timestamp is >= `timestamp`, or null.
+    #[napi]
+    pub fn offset_for_timestamp(&self, timestamp: f64) -> Result<Option<f64>> {
+        let ts = js_number_to_u64("timestamp", timestamp)?;
+        self.with(|l| {
+            l.refresh()?;
+            l.offset_for_timestamp(ts)
+        })
+        .map(|o| o.map(|o| o as f64))
+    }
+
+    #[napi]
+    pub fn cursor(&self, name: String) -> Result<Option<NativeCursor>> {
+        self.with(|l| l.cursor(&name)).map(|c| c.map(cursor_to_js))
+    }
+
+    #[napi]
+    pub fn cursors(&self) -> Result<Vec<NativeCursor>> {
+        self.with(|l| l.cursors()).map(|v| v.into_iter().map(cursor_to_js).collect())
+    }
+
+    /// Checks the commit on the JS thread (name, position within the log), then writes
+    /// the cursor file on a libuv worker.
+    #[napi(ts_return_type = "Promise<NativeSyncOutcome>")]
+    pub fn commit_cursor(&self, name: String, position: f64) -> Result<AsyncTask<CommitCursorTask>> {
+        let position = js_number_to_u64("position", position)?;
+        let dir = self.with(|l| {
+            engine::cursor::validate_name(&name)?;
+            let next = l.refresh()?;
+            if position > next {
+                return Err(engine::Error::InvalidArgument(format!(
+                    "cursor position {position} is past the end of the log (nextOffset {next})"
+                )));
+            }
+            Ok(l.dir().to_path_buf())
+        })?;
+        Ok(AsyncTask::new(CommitCursorTask { dir, name, position }))
+    }
+
+    #[napi]
+    pub fn delete_cursor(&self, name: String) -> Result<bool> {
+        self.with(|l| l.delete_cursor(&name))
     }
 
     #[napi]

@@ -15,7 +15,7 @@ pub fn options(segment_bytes: usize, index_interval_bytes: usize) -> Options {
         segment_bytes: Some(segment_bytes),
         index_interval_bytes: Some(index_interval_bytes),
         max_record_bytes: None,
-        read_only: false,
+        ..Options::default()
     }
 }
 
