@@ -256,8 +256,21 @@ impl Log {
     /// created, repaired or deleted, and records the writer appends later become visible
     /// through `refresh`.
     pub fn open(dir: impl AsRef<Path>, options: &Options) -> Result<Log> {
+        // A reader can race the writer removing old segments (retention) between listing
+        // the directory and opening a file: list again.
+        let mut attempts = if options.read_only { 5 } else { 1 };
+        loop {
+            attempts -= 1;
+            match Log::open_once(dir.as_ref(), options) {
+                Err(Error::Io { op: "open segment", source, .. }) if attempts > 0 && source.kind() == io::ErrorKind::NotFound => continue,
+                result => return result,
+            }
+        }
+    }
+
+    fn open_once(dir: &Path, options: &Options) -> Result<Log> {
         let limits = Limits::resolve(options)?;
-        let dir = dir.as_ref().to_path_buf();
+        let dir = dir.to_path_buf();
         let read_only = options.read_only;
         let lock = if read_only {
             let meta = fs::metadata(&dir).map_err(Error::io("open log directory", &dir))?;
@@ -540,6 +553,12 @@ impl Log {
         let active = self.segments.last_mut().expect("an open log always has an active segment");
         if let Some((from, to)) = active.prefault_due() {
             self.prefaulter.request(active.mapping(), from, to);
+            // Every few MiB: start writing back what the writer is done with.
+            let done = (active.end & !4095) as u64;
+            if done > active.written_back_to {
+                self.prefaulter.writeback(active.shared_file(), active.written_back_to, done);
+                active.written_back_to = done;
+            }
         }
     }
 
@@ -630,6 +649,25 @@ impl Log {
         // The record that caused the roll is not written yet and does not depend on
         // retention: a failure here is kept for `retention_error` / `enforce_retention`.
         self.retention_error = self.enforce_retention().err().map(|e| e.to_string());
+        Ok(())
+    }
+
+    /// A reader drops the segments at the front that the writer removed (retention,
+    /// `delete_before`): reads below the new first offset then fail with
+    /// `OffsetOutOfRange`. Until this runs (at a refresh) the reader keeps its mapping of
+    /// a removed file and can still read it: a reader inside a segment that is removed
+    /// finishes it.
+    fn forget_removed_segments(&mut self) -> Result<()> {
+        while self.segments.len() > 1 {
+            let first = &self.segments[0];
+            match fs::metadata(&first.path) {
+                Ok(m) if (m.dev(), m.ino()) == first.file_id => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("stat segment", &first.path)(e)),
+            }
+            self.segments.remove(0);
+        }
         Ok(())
     }
 
@@ -904,6 +942,7 @@ impl Log {
             return Ok(self.next_offset());
         }
         let interval = self.limits.index_interval_bytes;
+        self.forget_removed_segments()?;
         loop {
             if let Some(last) = self.segments.last_mut() {
                 last.extend_live(interval);

@@ -160,6 +160,8 @@ pub struct Segment {
     last_entry_position: Option<usize>,
     /// Everything below this position has been handed to the prefaulter.
     prefaulted_to: usize,
+    /// Writeback has been started for everything below this position.
+    pub written_back_to: u64,
     map: Mapping,
     /// Shared with sync tasks, which `fdatasync` it off the writer's thread.
     file: Arc<File>,
@@ -211,6 +213,7 @@ impl Segment {
             index: RefCell::new(Vec::new()),
             last_entry_position: None,
             prefaulted_to: 0,
+            written_back_to: 0,
             map,
             file: Arc::new(file),
             file_id: (meta.dev(), meta.ino()),
@@ -251,6 +254,7 @@ impl Segment {
             index: RefCell::new(Vec::new()),
             last_entry_position: None,
             prefaulted_to: 0,
+            written_back_to: 0,
             map,
             file: Arc::new(file),
             file_id: (meta.dev(), meta.ino()),

@@ -186,10 +186,13 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8], fsync: bool) -> io::Result<(
 /// `MADV_POPULATE_WRITE` (Linux 5.14): fault pages in writable without touching them.
 const MADV_POPULATE_WRITE: libc::c_int = 23;
 
-/// A region of a mapping to fault in ahead of the writer.
-struct Region {
-    addr: usize,
-    len: usize,
+/// Work for the prefault thread.
+enum Job {
+    /// A region of a mapping to fault in ahead of the writer.
+    Prefault { addr: usize, len: usize },
+    /// Start writing back (not waiting for) a range the writer has finished with, so
+    /// the sync at the next roll or group commit finds little left to write.
+    Writeback { file: std::sync::Arc<File>, from: u64, len: u64 },
 }
 
 /// A background thread that prefaults regions of segment mappings ahead of the writer,
@@ -198,23 +201,37 @@ struct Region {
 /// Owners must call `shutdown` (or drop this) before unmapping any mapping they passed
 /// to `request`: it joins the thread, so no prefault can touch an unmapped range.
 pub struct Prefaulter {
-    tx: Option<std::sync::mpsc::Sender<Region>>,
+    tx: Option<std::sync::mpsc::Sender<Job>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Prefaulter {
     pub fn new() -> Prefaulter {
-        let (tx, rx) = std::sync::mpsc::channel::<Region>();
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("seglog-prefault".into())
             .spawn(move || {
-                for r in rx {
-                    // SAFETY: the owner keeps the mapping alive until this thread is joined
-                    // (see the type's contract); POPULATE_WRITE on a live shared file mapping
-                    // only faults pages in, it does not change their contents. Errors (an old
-                    // kernel, EINTR) are ignored: prefaulting is an optimisation.
-                    unsafe {
-                        libc::madvise(r.addr as *mut libc::c_void, r.len, MADV_POPULATE_WRITE);
+                for job in rx {
+                    match job {
+                        // SAFETY: the owner keeps the mapping alive until this thread is
+                        // joined (see the type's contract); POPULATE_WRITE on a live shared
+                        // file mapping only faults pages in, it does not change their
+                        // contents. Errors (an old kernel, EINTR) are ignored: prefaulting
+                        // is an optimisation.
+                        Job::Prefault { addr, len } => unsafe {
+                            libc::madvise(addr as *mut libc::c_void, len, MADV_POPULATE_WRITE);
+                        },
+                        // SAFETY: plain syscall on a descriptor kept open by the Arc; no
+                        // memory is passed. Errors are ignored: durability comes from the
+                        // fdatasync/msync that follows, this only starts the I/O early.
+                        Job::Writeback { file, from, len } => unsafe {
+                            libc::sync_file_range(
+                                file.as_raw_fd(),
+                                from as libc::off64_t,
+                                len as libc::off64_t,
+                                libc::SYNC_FILE_RANGE_WRITE,
+                            );
+                        },
                     }
                 }
             })
@@ -234,7 +251,14 @@ impl Prefaulter {
             let page = 4096;
             let from = from & !(page - 1);
             let addr = map.bytes().as_ptr() as usize + from;
-            let _ = tx.send(Region { addr, len: to - from });
+            let _ = tx.send(Job::Prefault { addr, len: to - from });
+        }
+    }
+
+    /// Asks for writeback of `[from, to)` of `file` to start; returns at once.
+    pub fn writeback(&self, file: std::sync::Arc<File>, from: u64, to: u64) {
+        if let (Some(tx), true) = (&self.tx, to > from) {
+            let _ = tx.send(Job::Writeback { file, from, len: to - from });
         }
     }
 
