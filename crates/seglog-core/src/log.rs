@@ -627,14 +627,8 @@ impl Log {
         let segment_bytes = self.limits.segment_bytes;
         let active = self.active();
         let base = active.next_offset;
-        if active.record_count() == 0 {
-            // An empty active segment too small for the record (made with an older,
-            // smaller segmentBytes): replace it; the rename below overwrites it atomically.
-            // The prefaulter may be working on its mapping: stop it before unmapping.
-            self.prefaulter.shutdown();
-            self.prefaulter = sys::Prefaulter::new();
-            self.segments.pop();
-        } else {
+        let replace = active.record_count() == 0;
+        if !replace {
             // A failed msync here poisons the log like any failed sync: the kernel may
             // have dropped the dirty pages, so a retry could "succeed" over lost data.
             if let Err(e) = active.flush() {
@@ -643,7 +637,16 @@ impl Log {
             active.write_index(true)?;
             self.durable = self.durable.max(base);
         }
+        // An empty active segment too small for the record (made with an older, smaller
+        // segmentBytes) is replaced: the new file's rename overwrites it atomically, and
+        // only then is the old one unmapped, so a failure (a full disk) keeps it usable.
         let seg = Segment::create(&self.dir, base, segment_bytes, now_ms())?;
+        if replace {
+            // The prefaulter may be working on the old mapping: stop it before unmapping.
+            self.prefaulter.shutdown();
+            self.prefaulter = sys::Prefaulter::new();
+            self.segments.pop();
+        }
         self.segments.push(seg);
         self.prefault();
         // The record that caused the roll is not written yet and does not depend on
