@@ -452,7 +452,10 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     if (!Array.isArray(values)) throw typeError('values must be an array')
     if (timestamp !== undefined) checkUint('timestamp', timestamp)
     const n = values.length
-    if (n === 0) return this.#native.nextOffset
+    if (n === 0) {
+      if (this.#readOnly) throw readOnlyError()
+      return this.#native.nextOffset
+    }
     const encoded: Uint8Array[] = this.#raw ? (values as unknown as Uint8Array[]) : values.map((v) => this.#encode(v))
     let total = 0
     for (let i = 0; i < n; i++) {
@@ -545,7 +548,7 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
    * spinning). Records are fetched `maxRecords` at a time as the consumer pulls them, so
    * a slow consumer holds at most one batch in memory.
    */
-  async *tail(options: TailOptions = {}): AsyncGenerator<LogRecord<T>, void, undefined> {
+  tail(options: TailOptions = {}): AsyncGenerator<LogRecord<T>, void, undefined> {
     this.#check()
     if (options === null || typeof options !== 'object') throw typeError('options must be an object')
     const { from, signal, maxRecords = DEFAULT_BATCH_RECORDS } = options
@@ -556,6 +559,12 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     checkUint('from', next)
     const first = this.#native.firstOffset
     if (next < first) throw rangeError('ERR_SEGLOG_OFFSET_OUT_OF_RANGE', `from (${next}) is below firstOffset (${first})`)
+    // Options are checked and `from` fixed now, not at the first `next()`: records
+    // appended right after `tail()` returns are yielded.
+    return this.#tail(next, signal, maxRecords)
+  }
+
+  async *#tail(next: number, signal: AbortSignal | undefined, maxRecords: number): AsyncGenerator<LogRecord<T>, void, undefined> {
     const batch: LogRecord<T>[] = []
     let truncations = this.#truncations
     while (!this.#closed && !isAborted(signal)) {

@@ -451,7 +451,10 @@ impl NativeLog {
 
     #[napi]
     pub fn verify(&self) -> Result<NativeVerifyReport> {
-        let r = self.with(|l| l.verify())?;
+        let r = self.with(|l| {
+            l.refresh()?;
+            l.verify()
+        })?;
         Ok(NativeVerifyReport {
             ok: r.problem.is_none(),
             segments: r.segments as u32,
