@@ -12,7 +12,7 @@ use std::sync::Mutex;
 /// Where a fault can be injected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultPoint {
-    /// `fdatasync` / `msync` of segment data.
+    /// `fdatasync` / `msync` / `fsync` of segment data, and `fsync` of directories.
     Sync,
     /// `posix_fallocate` of a new segment (or of a zeroed tail).
     Preallocate,

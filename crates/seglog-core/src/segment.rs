@@ -586,7 +586,7 @@ impl Segment {
     pub fn zero_tail(&mut self) -> Result<()> {
         let (from, to) = (self.end, self.size());
         sys::zero_range(&self.file, &mut self.map, from, to).map_err(Error::io("zero segment tail", &self.path))?;
-        self.file.sync_all().map_err(Error::io("fsync segment", &self.path))
+        sys::fsync(&self.file).map_err(Error::io("fsync segment", &self.path))
     }
 
     /// Msyncs written data to disk.

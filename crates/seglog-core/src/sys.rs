@@ -120,6 +120,7 @@ pub fn zero_range(file: &File, map: &mut Mapping, from: usize, to: usize) -> io:
             _ => return Err(err),
         }
     }
+    fault::check(FaultPoint::Preallocate)?;
     // SAFETY: as for `preallocate`.
     let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), from as libc::off_t, len) };
     if rc != 0 {
@@ -164,7 +165,14 @@ pub fn move_file(from: &Path, to: &Path) -> io::Result<()> {
 
 /// Fsyncs a directory so that creations, renames and deletions in it are durable.
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    fault::check(FaultPoint::Sync)?;
     File::open(dir)?.sync_all()
+}
+
+/// `fsync` of a file (data and metadata), with the `Sync` fault point.
+pub fn fsync(file: &File) -> io::Result<()> {
+    fault::check(FaultPoint::Sync)?;
+    file.sync_all()
 }
 
 /// Writes `bytes` to `path` atomically: `<path>.tmp`, optional fsync, rename.
