@@ -343,9 +343,10 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     return new Log<T>(nativeLog, codec, durability ?? 'interval', syncIntervalMs, syncIntervalBytes)
   }
 
-  /** Offset of the oldest record still in the log. */
+  /** Offset of the oldest record still in the log (a reader catches up with the writer first). */
   get firstOffset(): number {
     this.#check()
+    if (this.#readOnly) this.#refresh()
     return this.#native.firstOffset
   }
 
@@ -989,8 +990,9 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
   #range(options: ReadOptions): [number, number] {
     this.#check()
     if (options === null || typeof options !== 'object') throw typeError('options must be an object')
-    const first = this.#native.firstOffset
+    // A reader's refresh also drops segments the writer removed: read firstOffset after it.
     const next = this.#readOnly ? this.#refresh() : this.#native.nextOffset
+    const first = this.#native.firstOffset
     const { since, to = next } = options
     let { from = first } = options
     if (from instanceof Cursor) from = from.position
