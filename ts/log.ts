@@ -454,7 +454,7 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     if (timestamp !== undefined) checkUint('timestamp', timestamp)
     const n = values.length
     if (n === 0) {
-      if (this.#readOnly) throw readOnlyError()
+      this.#checkWritable()
       return this.#native.nextOffset
     }
     const encoded: Uint8Array[] = this.#raw ? (values as unknown as Uint8Array[]) : values.map((v) => this.#encode(v))
@@ -751,6 +751,7 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     if (this.#timer !== undefined) clearInterval(this.#timer)
     this.#wakeTails()
     while (this.#inFlight !== undefined) await this.#inFlight
+    const next = this.#readOnly ? 0 : this.#native.nextOffset
     try {
       this.#native.close()
     } catch (err) {
@@ -758,7 +759,7 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
       this.#fail(e)
       throw e
     }
-    if (this.#poison === undefined && !this.#readOnly) this.#settle(Infinity)
+    if (this.#poison === undefined && !this.#readOnly) this.#settle(next)
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -792,7 +793,10 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
 
   #writeError(err: unknown): unknown {
     if (this.#poison !== undefined) return this.#poison
-    return fromNative(err)
+    const e = fromNative(err)
+    // A sync inside the engine (a segment roll's msync) may have poisoned the log.
+    if ((e as { code?: string }).code === 'ERR_SEGLOG_IO' && this.#native.poisoned != null) this.#fail(e as Error)
+    return e
   }
 
   #refresh(): number {

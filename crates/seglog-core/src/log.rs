@@ -309,7 +309,10 @@ impl Log {
             return Ok(log);
         }
         if found.is_empty() {
-            let seg = Segment::create(&log.dir, 0, limits.segment_bytes, now_ms())?;
+            let (seg, dir_sync) = Segment::create(&log.dir, 0, limits.segment_bytes, now_ms())?;
+            if let Some(e) = dir_sync {
+                return Err(e);
+            }
             log.segments.push(seg);
             log.prefault();
             return Ok(log);
@@ -640,7 +643,7 @@ impl Log {
         // An empty active segment too small for the record (made with an older, smaller
         // segmentBytes) is replaced: the new file's rename overwrites it atomically, and
         // only then is the old one unmapped, so a failure (a full disk) keeps it usable.
-        let seg = Segment::create(&self.dir, base, segment_bytes, now_ms())?;
+        let (seg, dir_sync) = Segment::create(&self.dir, base, segment_bytes, now_ms())?;
         if replace {
             // The prefaulter may be working on the old mapping: stop it before unmapping.
             self.prefaulter.shutdown();
@@ -648,6 +651,10 @@ impl Log {
             self.segments.pop();
         }
         self.segments.push(seg);
+        if let Some(e) = dir_sync {
+            // The new segment is in use but its name may not be durable: poison.
+            return Err(self.poison_on_sync_error(e));
+        }
         self.prefault();
         // The record that caused the roll is not written yet and does not depend on
         // retention: a failure here is kept for `retention_error` / `enforce_retention`.

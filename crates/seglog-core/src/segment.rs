@@ -177,7 +177,9 @@ const PREFAULT_CHUNK_BYTES: usize = 4 << 20;
 impl Segment {
     /// Creates a segment durably (FORMAT.md 7): temp file, preallocate, header, fsync,
     /// rename, fsync the directory.
-    pub fn create(dir: &Path, base_offset: u64, segment_bytes: usize, created_ms: u64) -> Result<Segment> {
+    /// Returns the segment and, separately, a failure of the final directory fsync (the
+    /// segment exists then, but its name may not be durable).
+    pub fn create(dir: &Path, base_offset: u64, segment_bytes: usize, created_ms: u64) -> Result<(Segment, Option<Error>)> {
         let path = dir.join(segment_file_name(base_offset));
         let tmp = dir.join(format!("{}.tmp", segment_file_name(base_offset)));
         let mut file = OpenOptions::new()
@@ -198,11 +200,20 @@ impl Segment {
             let _ = fs::remove_file(&tmp);
             return Err(Error::io("preallocate segment", &tmp)(e));
         }
+        // Everything that can fail without a sync failing happens before the rename, so
+        // an error leaves no new segment in the directory (only a temp file, removed).
+        let prepared = Mapping::map(&file, segment_bytes, true)
+            .map_err(Error::io("map segment", &tmp))
+            .and_then(|map| Ok((map, file.metadata().map_err(Error::io("stat segment", &tmp))?)));
+        let (map, meta) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
         fs::rename(&tmp, &path).map_err(Error::io("rename segment", &path))?;
-        sys::fsync_dir(dir).map_err(Error::io("fsync directory", dir))?;
-        let map = Mapping::map(&file, segment_bytes, true).map_err(Error::io("map segment", &path))?;
-        let meta = file.metadata().map_err(Error::io("stat segment", &path))?;
-        Ok(Segment {
+        let segment = Segment {
             path,
             base_offset,
             created_ms,
@@ -217,7 +228,11 @@ impl Segment {
             map,
             file: Arc::new(file),
             file_id: (meta.dev(), meta.ino()),
-        })
+        };
+        // The segment is in place. If the directory fsync fails, the caller gets the
+        // segment and the error: a failed fsync poisons the log (DURABILITY.md rule 7).
+        let dir_sync = sys::fsync_dir(dir).map_err(Error::io("fsync directory", dir)).err();
+        Ok((segment, dir_sync))
     }
 
     /// Opens and maps an existing segment and checks its header. The caller then

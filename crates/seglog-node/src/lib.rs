@@ -351,6 +351,12 @@ impl NativeLog {
         self.with(|l| l.refresh().map(|n| n as f64))
     }
 
+    /// The error of a failed sync that poisoned the log, if any.
+    #[napi(getter)]
+    pub fn poisoned(&self) -> Result<Option<String>> {
+        self.with(|l| Ok(l.poisoned().map(|e| e.to_string())))
+    }
+
     #[napi(getter)]
     pub fn read_only(&self) -> Result<bool> {
         self.with(|l| Ok(l.is_read_only()))
