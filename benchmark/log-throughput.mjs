@@ -165,7 +165,7 @@ async function child(name, { records: N, gets: G, warmup: W, dir: parentDir }) {
   const dir = fs.mkdtempSync(path.join(parentDir, 'seglog-bench-'))
   let log
   try {
-    log = await Log.open(dir)
+    log = await Log.open(dir, { durability: 'none' })
 
     if (name === 'append' || name === 'appendBatch') {
       const B = 1000
@@ -214,7 +214,7 @@ async function child(name, { records: N, gets: G, warmup: W, dir: parentDir }) {
       must(log.appendBatch(n === B ? views : views.slice(0, n)) === base, `setup batch ${base}`)
     }
     await log.close()
-    log = await Log.open(dir)
+    log = await Log.open(dir, { durability: 'none' })
     must(log.firstOffset === 0 && log.nextOffset === N, 'reopened log range')
     const segments = log.segments().length
 

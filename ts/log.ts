@@ -336,6 +336,8 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
         retentionRecords,
         retainForCursors,
         archiveDir,
+        // 'sync' mode syncs per group commit: track dirty pages finely (see the engine).
+        frequentSyncs: durability === 'sync',
       })
     } catch (err) {
       throw fromNative(err)

@@ -37,6 +37,10 @@ pub struct Options {
     pub retention: Retention,
     /// Move removed segments here instead of deleting them.
     pub archive_dir: Option<PathBuf>,
+    /// The writer syncs often (group commit per append): map segments so that dirty
+    /// pages are tracked per 4 KiB page rather than per large folio, which keeps each
+    /// sync from writing back far more than was appended, at some cost to bulk appends.
+    pub frequent_syncs: bool,
 }
 
 /// Which whole sealed segments may be removed from the front of the log. Each limit that
@@ -201,6 +205,7 @@ pub struct Log {
     archive_dir: Option<PathBuf>,
     /// The last error of automatic retention at a roll (the append itself succeeded).
     retention_error: Option<String>,
+    frequent_syncs: bool,
 }
 
 /// What a failed sync left behind: enough to report it again on every later write.
@@ -300,16 +305,17 @@ impl Log {
             durable: 0,
             poison: None,
             recovery,
-            prefaulter: if read_only { sys::Prefaulter::disabled() } else { sys::Prefaulter::new() },
+            prefaulter: if read_only { sys::Prefaulter::disabled() } else { sys::Prefaulter::new(options.frequent_syncs) },
             retention: options.retention.clone(),
             archive_dir: options.archive_dir.clone(),
             retention_error: None,
+            frequent_syncs: options.frequent_syncs,
         };
         if found.is_empty() && read_only {
             return Ok(log);
         }
         if found.is_empty() {
-            let (seg, dir_sync) = Segment::create(&log.dir, 0, limits.segment_bytes, now_ms())?;
+            let (seg, dir_sync) = Segment::create(&log.dir, 0, limits.segment_bytes, now_ms(), log.frequent_syncs)?;
             if let Some(e) = dir_sync {
                 return Err(e);
             }
@@ -320,7 +326,7 @@ impl Log {
         let last = found.len() - 1;
         let next_bases: Vec<u64> = found[1..].iter().map(|(b, _)| *b).collect();
         for (i, (base, path)) in found.into_iter().enumerate() {
-            let seg = Segment::open(path, base, !read_only)?;
+            let seg = Segment::open(path, base, !read_only, options.frequent_syncs)?;
             if let Some(prev) = log.segments.last() {
                 if seg.base_offset != prev.next_offset {
                     return Err(Error::corrupt(
@@ -557,8 +563,9 @@ impl Log {
         if let Some((from, to)) = active.prefault_due() {
             self.prefaulter.request(active.mapping(), from, to);
             // Every few MiB: start writing back what the writer is done with.
+            // (Not when syncing often: group-commit syncs already write it.)
             let done = (active.end & !4095) as u64;
-            if done > active.written_back_to {
+            if !self.frequent_syncs && done > active.written_back_to {
                 self.prefaulter.writeback(active.shared_file(), active.written_back_to, done);
                 active.written_back_to = done;
             }
@@ -643,11 +650,11 @@ impl Log {
         // An empty active segment too small for the record (made with an older, smaller
         // segmentBytes) is replaced: the new file's rename overwrites it atomically, and
         // only then is the old one unmapped, so a failure (a full disk) keeps it usable.
-        let (seg, dir_sync) = Segment::create(&self.dir, base, segment_bytes, now_ms())?;
+        let (seg, dir_sync) = Segment::create(&self.dir, base, segment_bytes, now_ms(), self.frequent_syncs)?;
         if replace {
             // The prefaulter may be working on the old mapping: stop it before unmapping.
             self.prefaulter.shutdown();
-            self.prefaulter = sys::Prefaulter::new();
+            self.prefaulter = sys::Prefaulter::new(self.frequent_syncs);
             self.segments.pop();
         }
         self.segments.push(seg);
@@ -839,7 +846,7 @@ impl Log {
             seg.zero_tail()?;
             seg.write_index(true)
         })();
-        self.prefaulter = sys::Prefaulter::new();
+        self.prefaulter = sys::Prefaulter::new(self.frequent_syncs);
         result?;
         // zero_tail fsynced the whole file: everything kept is durable.
         self.durable = self.next_offset();
@@ -970,7 +977,7 @@ impl Log {
             if self.segments.last().is_some_and(|s| s.file_id == (meta.dev(), meta.ino())) {
                 break;
             }
-            let seg = match Segment::open(path, next, false) {
+            let seg = match Segment::open(path, next, false, false) {
                 Ok(seg) => seg,
                 // Replaced or removed between the stat and the open: look again next time.
                 Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => break,

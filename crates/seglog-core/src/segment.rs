@@ -179,7 +179,7 @@ impl Segment {
     /// rename, fsync the directory.
     /// Returns the segment and, separately, a failure of the final directory fsync (the
     /// segment exists then, but its name may not be durable).
-    pub fn create(dir: &Path, base_offset: u64, segment_bytes: usize, created_ms: u64) -> Result<(Segment, Option<Error>)> {
+    pub fn create(dir: &Path, base_offset: u64, segment_bytes: usize, created_ms: u64, frequent_syncs: bool) -> Result<(Segment, Option<Error>)> {
         let path = dir.join(segment_file_name(base_offset));
         let tmp = dir.join(format!("{}.tmp", segment_file_name(base_offset)));
         let mut file = OpenOptions::new()
@@ -202,7 +202,7 @@ impl Segment {
         }
         // Everything that can fail without a sync failing happens before the rename, so
         // an error leaves no new segment in the directory (only a temp file, removed).
-        let prepared = Mapping::map(&file, segment_bytes, true)
+        let prepared = Mapping::map_with(&file, segment_bytes, true, frequent_syncs)
             .map_err(Error::io("map segment", &tmp))
             .and_then(|map| Ok((map, file.metadata().map_err(Error::io("stat segment", &tmp))?)));
         let (map, meta) = match prepared {
@@ -238,14 +238,14 @@ impl Segment {
     /// Opens and maps an existing segment and checks its header. The caller then
     /// establishes its extent with `adopt_index` or a walk. A reader (`writable` false)
     /// opens and maps the file read-only.
-    pub fn open(path: PathBuf, base_offset: u64, writable: bool) -> Result<Segment> {
+    pub fn open(path: PathBuf, base_offset: u64, writable: bool, frequent_syncs: bool) -> Result<Segment> {
         let file = OpenOptions::new().read(true).write(writable).open(&path).map_err(Error::io("open segment", &path))?;
         let meta = file.metadata().map_err(Error::io("stat segment", &path))?;
         let len = meta.len() as usize;
         if len < SEGMENT_HEADER_LEN + 4 {
             return Err(Error::corrupt(&path, None, Some(0), format!("segment file is only {len} bytes")));
         }
-        let map = Mapping::map(&file, len, writable).map_err(Error::io("map segment", &path))?;
+        let map = Mapping::map_with(&file, len, writable, frequent_syncs).map_err(Error::io("map segment", &path))?;
         let header = SegmentHeader::decode(map.bytes()).map_err(|r| Error::corrupt(&path, None, Some(0), r))?;
         if header.base_offset != base_offset {
             return Err(Error::corrupt(&path, None, Some(0), "segment header base offset does not match the file name"));

@@ -87,6 +87,7 @@ pub struct NativeOpenOptions {
     pub retention_records: Option<f64>,
     pub retain_for_cursors: Option<bool>,
     pub archive_dir: Option<String>,
+    pub frequent_syncs: Option<bool>,
 }
 
 #[napi(object)]
@@ -286,6 +287,7 @@ impl NativeLog {
             retention_records: None,
             retain_for_cursors: None,
             archive_dir: None,
+            frequent_syncs: None,
         });
         let opt_u64 = |name: &str, v: Option<f64>| -> Result<Option<u64>> { Ok(v.map(|v| js_number_to_u64(name, v)).transpose()?) };
         let options = engine::Options {
@@ -300,6 +302,7 @@ impl NativeLog {
                 retain_for_cursors: o.retain_for_cursors.unwrap_or(false),
             },
             archive_dir: o.archive_dir.map(std::path::PathBuf::from),
+            frequent_syncs: o.frequent_syncs.unwrap_or(false),
         };
         let log = guard(|| engine::Log::open(&dir, &options).map_err(js_error))?;
         Ok(NativeLog { handle: registry::insert(log) })
