@@ -576,6 +576,10 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
         // Records from `next` on may have been removed and their offsets reused.
         truncations = this.#truncations
         next = Math.min(next, this.#native.nextOffset)
+      } else if (this.#readOnly) {
+        // The writer may have truncated below `next` (a reader's end then goes down).
+        const end = this.#refresh()
+        if (end < next) next = end
       }
       const [buf, bytes] = this.#fetch(next, maxRecords, DEFAULT_BATCH_BYTES, ITER_BUFFER_MIN)
       if (bytes === 0) {
@@ -922,7 +926,7 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
           } catch {
             seen = next + 1 // the error surfaces on the read that follows
           }
-          if (seen > next) return done()
+          if (seen !== next) return done() // new records, or a truncation below `next`
           delay = Math.min(delay * 2, TAIL_POLL_MAX_MS)
           timer = setTimeout(poll, delay)
         }

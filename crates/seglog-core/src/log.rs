@@ -688,6 +688,29 @@ impl Log {
         Ok(())
     }
 
+    /// A reader notices that the writer truncated the log below what it had seen: the
+    /// segments it removed are gone, and the last record seen is no longer there. Its
+    /// view then shrinks to what is there now (records past the cut read as absent,
+    /// `next_offset` goes down) and follows the writer from there.
+    fn follow_truncation(&mut self, interval: usize) -> Result<()> {
+        while self.segments.len() > 1 {
+            let last = self.segments.last().expect("more than one segment");
+            match fs::metadata(&last.path) {
+                Ok(m) if (m.dev(), m.ino()) == last.file_id => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("stat segment", &last.path)(e)),
+            }
+            self.segments.pop();
+        }
+        if let Some(last) = self.segments.last_mut() {
+            if !last.last_record_intact() {
+                last.rescan_live(interval);
+            }
+        }
+        Ok(())
+    }
+
     // ---- lifecycle: removal, retention, truncation ----
 
     /// The last error automatic retention met at a segment roll, if any.
@@ -960,6 +983,7 @@ impl Log {
         }
         let interval = self.limits.index_interval_bytes;
         self.forget_removed_segments()?;
+        self.follow_truncation(interval)?;
         loop {
             if let Some(last) = self.segments.last_mut() {
                 last.extend_live(interval);

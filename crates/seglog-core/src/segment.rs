@@ -58,6 +58,8 @@ pub struct Walk {
     pub max_ts: u64,
     pub entries: Vec<IndexEntry>,
     last_entry_position: Option<usize>,
+    /// Position of the last record walked over.
+    last_frame: Option<usize>,
     /// Set while inside an atomic batch: the state before its first record.
     pub batch_start: Option<BatchMark>,
 }
@@ -71,6 +73,7 @@ pub struct BatchMark {
     max_ts: u64,
     entries_len: usize,
     last_entry_position: Option<usize>,
+    last_frame: Option<usize>,
 }
 
 impl Walk {
@@ -82,6 +85,7 @@ impl Walk {
             max_ts: 0,
             entries: Vec::new(),
             last_entry_position: None,
+            last_frame: None,
             batch_start: None,
         }
     }
@@ -98,6 +102,7 @@ impl Walk {
             max_ts: e.max_timestamp,
             entries: entries[..i].to_vec(),
             last_entry_position: if i == 0 { None } else { Some(entries[i - 1].position as usize) },
+            last_frame: None,
             batch_start: None,
         }
     }
@@ -111,6 +116,7 @@ impl Walk {
         self.max_ts = m.max_ts;
         self.entries.truncate(m.entries_len);
         self.last_entry_position = m.last_entry_position;
+        self.last_frame = m.last_frame;
         true
     }
 
@@ -125,6 +131,7 @@ impl Walk {
                     max_ts: self.max_ts,
                     entries_len: self.entries.len(),
                     last_entry_position: self.last_entry_position,
+                    last_frame: self.last_frame,
                 });
             }
         } else {
@@ -140,6 +147,7 @@ impl Walk {
             });
             self.last_entry_position = Some(self.position);
         }
+        self.last_frame = Some(self.position);
         self.position = info.next_position(self.position);
         self.next_offset += 1;
     }
@@ -158,6 +166,8 @@ pub struct Segment {
     /// Sparse index; a `RefCell` so a lookup that finds it lying can rebuild it.
     index: RefCell<Vec<IndexEntry>>,
     last_entry_position: Option<usize>,
+    /// Position of the last record, when known (a reader checks it is still there).
+    last_frame: Option<usize>,
     /// Everything below this position has been handed to the prefaulter.
     prefaulted_to: usize,
     /// Writeback has been started for everything below this position.
@@ -223,6 +233,7 @@ impl Segment {
             max_ts: 0,
             index: RefCell::new(Vec::new()),
             last_entry_position: None,
+            last_frame: None,
             prefaulted_to: 0,
             written_back_to: 0,
             map,
@@ -268,6 +279,7 @@ impl Segment {
             max_ts: 0,
             index: RefCell::new(Vec::new()),
             last_entry_position: None,
+            last_frame: None,
             prefaulted_to: 0,
             written_back_to: 0,
             map,
@@ -330,6 +342,9 @@ impl Segment {
         self.min_ts = walk.min_ts;
         self.max_ts = walk.max_ts;
         self.last_entry_position = walk.last_entry_position;
+        if walk.last_frame.is_some() || walk.next_offset == self.base_offset {
+            self.last_frame = walk.last_frame;
+        }
         *self.index.get_mut() = walk.entries;
     }
 
@@ -346,12 +361,35 @@ impl Segment {
             max_ts: self.max_ts,
             entries: std::mem::take(self.index.get_mut()),
             last_entry_position: self.last_entry_position,
+            last_frame: self.last_frame,
             batch_start: None,
         };
         let _ = self.walk(&mut walk, index_interval);
         walk.cut_open_batch();
         self.adopt_walk(walk);
         self.next_offset - before
+    }
+
+    /// Whether the last record a reader saw is still where it saw it. False after the
+    /// writer truncated this segment below it (the bytes are zeroed or rewritten).
+    pub fn last_record_intact(&self) -> bool {
+        match self.last_frame {
+            None => self.next_offset == self.base_offset || self.record_count() == 0,
+            Some(pos) => matches!(
+                check_frame(self.bytes(), pos, self.next_offset - 1, self.max_payload_on_disk()),
+                Frame::Valid(info) if info.next_position(pos) == self.end
+            ),
+        }
+    }
+
+    /// A reader's full re-walk after a truncation: the records now there, as a reader
+    /// sees them (a bad frame at the end is "not yet", an open batch stays hidden).
+    pub fn rescan_live(&mut self, index_interval: usize) {
+        let mut walk = Walk::from_start(self.base_offset);
+        let _ = self.walk(&mut walk, index_interval);
+        walk.cut_open_batch();
+        self.last_frame = None;
+        self.adopt_walk(walk);
     }
 
     /// Full scan from the first frame; used for sealed segments without a usable index.
@@ -577,6 +615,7 @@ impl Segment {
         }
         self.end = framed_len(payload.len()) + pos;
         self.next_offset = offset + 1;
+        self.last_frame = Some(pos);
         offset
     }
 
