@@ -675,14 +675,7 @@ impl Log {
     /// a removed file and can still read it: a reader inside a segment that is removed
     /// finishes it.
     fn forget_removed_segments(&mut self) -> Result<()> {
-        while self.segments.len() > 1 {
-            let first = &self.segments[0];
-            match fs::metadata(&first.path) {
-                Ok(m) if (m.dev(), m.ino()) == first.file_id => break,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("stat segment", &first.path)(e)),
-            }
+        while self.segments.len() > 1 && !still_in_place(&self.segments[0])? {
             self.segments.remove(0);
         }
         Ok(())
@@ -693,14 +686,7 @@ impl Log {
     /// view then shrinks to what is there now (records past the cut read as absent,
     /// `next_offset` goes down) and follows the writer from there.
     fn follow_truncation(&mut self, interval: usize) -> Result<()> {
-        while self.segments.len() > 1 {
-            let last = self.segments.last().expect("more than one segment");
-            match fs::metadata(&last.path) {
-                Ok(m) if (m.dev(), m.ino()) == last.file_id => break,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("stat segment", &last.path)(e)),
-            }
+        while self.segments.len() > 1 && !still_in_place(self.segments.last().expect("more than one segment"))? {
             self.segments.pop();
         }
         if let Some(last) = self.segments.last_mut() {
@@ -1169,6 +1155,15 @@ impl Drop for Log {
     fn drop(&mut self) {
         // A safety net only: callers close explicitly and see any error there.
         let _ = self.close();
+    }
+}
+
+/// Whether `seg`'s path still names the file a reader mapped (not removed or replaced).
+fn still_in_place(seg: &Segment) -> Result<bool> {
+    match fs::metadata(&seg.path) {
+        Ok(m) => Ok((m.dev(), m.ino()) == seg.file_id),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io("stat segment", &seg.path)(e)),
     }
 }
 
