@@ -858,3 +858,50 @@ test('appendDurable / appendBatchDurable with a bad value or timestamp reject (n
   t.is(json.nextOffset, 0)
   t.is(await json.appendDurable({ ok: true }), 0)
 })
+
+test.serial('a sync in flight while truncate runs cannot mark removed or later records durable', async (t) => {
+  t.teardown(() => native.NativeLog.clearFaultsForTest())
+  const log = await openLog(t, tempDir(t), { segmentBytes: SEGMENT_BYTES, durability: 'none' })
+  for (let i = 0; i < 10; i++) log.append(payloadFor(i), timestampFor(i))
+  const pending = log.sync() // starts at the end of this tick, in flight while truncate waits
+  const r = await log.truncate(2)
+  await pending
+  t.is(r.nextOffset, 2)
+  t.true(log.durableOffset <= log.nextOffset, `durableOffset ${log.durableOffset} <= nextOffset ${log.nextOffset}`)
+  // Every later durable append must really sync: with syncs failing, it must reject.
+  native.NativeLog.injectFaultForTest('sync', 0, EIO, true)
+  await t.throwsAsync(log.appendDurable(payloadFor(2)), { code: 'ERR_SEGLOG_IO' })
+})
+
+test.serial('an appendDurable made while truncate waits resolves only if it was durable before the truncate ran, else rejects', async (t) => {
+  const log = await openLog(t, tempDir(t), { segmentBytes: SEGMENT_BYTES, durability: 'none' })
+  for (let i = 0; i < 10; i++) log.append(payloadFor(i), timestampFor(i))
+  const events = []
+  const truncated = log.truncate(2).then(() => events.push('truncate'))
+  const late = log.appendDurable(payloadFor(10)).then(
+    (offset) => events.push(`durable ${offset} (durableOffset ${log.durableOffset})`),
+    (err) => events.push(err.code),
+  )
+  await Promise.all([truncated, late])
+  t.is(log.nextOffset, 2)
+  // Either it was synced (and acknowledged) before the truncate removed it, or the
+  // truncate removed it first and it was rejected: never acknowledged after removal.
+  t.true(
+    (events[0].startsWith('durable 10') && events[1] === 'truncate') || (events[1] === 'ERR_SEGLOG_OFFSET_OUT_OF_RANGE'),
+    JSON.stringify(events),
+  )
+  t.true(log.durableOffset <= log.nextOffset)
+})
+
+test.serial('a failed fsync inside truncate poisons the log', async (t) => {
+  t.teardown(() => native.NativeLog.clearFaultsForTest())
+  const log = await openLog(t, tempDir(t), { segmentBytes: SEGMENT_BYTES, durability: 'none' })
+  for (let i = 0; i < 10; i++) log.append(payloadFor(i), timestampFor(i))
+  await log.sync()
+  native.NativeLog.injectFaultForTest('sync', 0, EIO, false)
+  await t.throwsAsync(log.truncate(2), { code: 'ERR_SEGLOG_IO' })
+  native.NativeLog.clearFaultsForTest()
+  t.throws(() => log.append(payloadFor(99)), { code: 'ERR_SEGLOG_IO' })
+  await t.throwsAsync(log.sync(), { code: 'ERR_SEGLOG_IO' })
+  t.true(log.durableOffset <= log.nextOffset)
+})

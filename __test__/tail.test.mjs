@@ -325,3 +325,20 @@ test('tail() fixes its start when called: a record appended before the first nex
   t.is(Buffer.from(first.value.value).toString(), 'new')
   await tail.return()
 })
+
+test("after truncate, a tail on the writer's own Log yields the records appended at the reused offsets", async (t) => {
+  const log = await openLog(t, tempDir(t))
+  for (let i = 0; i < 10; i++) log.append(Buffer.from(`old${i}`))
+  const seen = []
+  const tail = log.tail({ from: 0 })
+  for (let i = 0; i < 10; i++) seen.push((await tail.next()).value.offset)
+  await log.truncate(2)
+  for (let i = 0; i < 3; i++) log.append(Buffer.from(`new${i}`))
+  const after = []
+  for (let i = 0; i < 3; i++) {
+    const r = (await tail.next()).value
+    after.push([r.offset, Buffer.from(r.value).toString()])
+  }
+  t.deepEqual(after, [[2, 'new0'], [3, 'new1'], [4, 'new2']])
+  await tail.return()
+})

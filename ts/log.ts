@@ -253,7 +253,8 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
   #lastSyncMs = 0
   /** Tails waiting for records: called after every append, and on close. */
   #tailWakers: (() => void)[] = []
-  #truncations = 0
+  /** The end left by each truncation, in order (tails restart at the lowest since they last looked). */
+  #cuts: number[] = []
 
   private constructor(nativeLog: NativeLog, codec: Codec<T>, durability: Durability, syncIntervalMs: number, syncIntervalBytes: number | undefined) {
     this.#native = nativeLog
@@ -569,13 +570,12 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
 
   async *#tail(next: number, signal: AbortSignal | undefined, maxRecords: number): AsyncGenerator<LogRecord<T>, void, undefined> {
     const batch: LogRecord<T>[] = []
-    let truncations = this.#truncations
+    let seenCuts = this.#cuts.length
     while (!this.#closed && !isAborted(signal)) {
       batch.length = 0
-      if (truncations !== this.#truncations) {
-        // Records from `next` on may have been removed and their offsets reused.
-        truncations = this.#truncations
-        next = Math.min(next, this.#native.nextOffset)
+      if (seenCuts !== this.#cuts.length) {
+        // Records from the lowest cut on were removed and their offsets may be reused.
+        for (; seenCuts < this.#cuts.length; seenCuts++) next = Math.min(next, this.#cuts[seenCuts])
       } else if (this.#readOnly) {
         // The writer may have truncated below `next` (a reader's end then goes down).
         const end = this.#refresh()
@@ -604,30 +604,44 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
   async deleteBefore(offset: number): Promise<RemovedSegment[]> {
     this.#checkWritable()
     checkUint('offset', offset)
-    return this.#callNative(() => this.#native.deleteBefore(offset)).map(stripNulls) as RemovedSegment[]
+    return this.#write(() => this.#native.deleteBefore(offset)).map(stripNulls) as RemovedSegment[]
   }
 
   /** Applies the retention options now (they also apply at every segment roll). */
   async enforceRetention(): Promise<RemovedSegment[]> {
     this.#checkWritable()
-    return this.#callNative(() => this.#native.enforceRetention()).map(stripNulls) as RemovedSegment[]
+    return this.#write(() => this.#native.enforceRetention()).map(stripNulls) as RemovedSegment[]
   }
 
   /**
    * Removes every record at or after `nextOffset` (rolling back an uncommitted suffix),
    * durably: later segments are deleted, the segment holding `nextOffset` is cut and its
-   * tail zeroed and synced. Appends continue from `nextOffset`. Everything appended
-   * before is synced first, so no `appendDurable` is left waiting on removed records.
+   * tail zeroed and synced. Appends continue from `nextOffset`. A `nextOffset` inside an
+   * atomic batch is refused (RangeError, `ERR_SEGLOG_INVALID_ARGUMENT`, naming the
+   * batch's bounds). Everything appended before is synced first; an `appendDurable` made
+   * meanwhile whose record is removed rejects with `ERR_SEGLOG_OFFSET_OUT_OF_RANGE`.
    * A crash midway leaves a log ending between `nextOffset` and the old end, never a gap.
    */
   async truncate(nextOffset: number): Promise<TruncateResult> {
     this.#checkWritable()
     checkUint('nextOffset', nextOffset)
     await this.sync()
+    // No sync may run while the engine truncates (it would cover removed records).
+    while (this.#inFlight !== undefined) await this.#inFlight
     this.#checkWritable()
-    const r = this.#callNative(() => this.#native.truncate(nextOffset))
-    this.#truncations++
-    if (r.nextOffset < this.#durable) this.#durable = r.nextOffset
+    let r: ReturnType<NativeLog['truncate']>
+    try {
+      r = this.#write(() => this.#native.truncate(nextOffset))
+    } finally {
+      // Even a truncation that failed midway may have removed records.
+      const end = this.#native.nextOffset
+      if (end < this.#durable) this.#durable = end
+    }
+    if (r.recordsRemoved > 0) {
+      this.#cuts.push(r.nextOffset)
+      this.#dropWaitersAbove(r.nextOffset)
+      this.#wakeTails()
+    }
     return { ...r, segmentsRemoved: r.segmentsRemoved.map(stripNulls) as RemovedSegment[] }
   }
 
@@ -781,6 +795,24 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     if (this.#mode === SYNC) this.#requestSync()
     else if ((this.#pendingBytes += bytes) >= this.#syncBytes) this.#requestSync()
     if (this.#tailWakers.length !== 0) this.#wakeTails()
+  }
+
+  /** A write-path call into the engine: errors may mean the engine poisoned the log. */
+  #write<R>(f: () => R): R {
+    try {
+      return f()
+    } catch (err) {
+      throw this.#writeError(err)
+    }
+  }
+
+  /** Rejects the waiters for records a truncation removed (they come last: `until` grows). */
+  #dropWaitersAbove(end: number): void {
+    const w = this.#waiters
+    while (w.length > this.#waitHead && w[w.length - 1].until > end) {
+      const waiter = w.pop() as Waiter
+      waiter.reject(rangeError('ERR_SEGLOG_OFFSET_OUT_OF_RANGE', `the record was removed by truncate(${end}) before it was durable`))
+    }
   }
 
   #checkWritable(): void {

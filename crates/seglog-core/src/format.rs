@@ -270,13 +270,6 @@ pub fn write_frame_body(dst: &mut [u8], offset: u64, timestamp: u64, flags: u32,
     frame_len
 }
 
-/// Changes the flags of a complete frame in place and recomputes its CRC.
-pub fn rewrite_flags(frame: &mut [u8], flags: u32) {
-    put_u32(frame, F_FLAGS, flags);
-    let crc = frame_crc(frame);
-    put_u32(frame, F_CRC, crc);
-}
-
 /// Encodes the length field in place (used by tests and by `Segment::publish`).
 #[inline]
 pub fn put_frame_len(dst: &mut [u8], frame_len: u32) {

@@ -198,6 +198,8 @@ pub struct Log {
     durable: u64,
     /// Set by a failed sync: every later write fails with it (DURABILITY.md rule 7).
     poison: Option<Poison>,
+    /// Truncations so far: a sync begun before one does not raise `durable`.
+    truncations: u64,
     recovery: RecoveryReport,
     /// Faults in pages ahead of the writer; shut down before any mapping is dropped.
     prefaulter: sys::Prefaulter,
@@ -234,6 +236,7 @@ pub struct SyncRequest {
     path: PathBuf,
     /// Records below this offset are durable once the sync succeeds.
     pub target: u64,
+    truncations: u64,
 }
 
 impl SyncRequest {
@@ -304,6 +307,7 @@ impl Log {
             read_only,
             durable: 0,
             poison: None,
+            truncations: 0,
             recovery,
             prefaulter: if read_only { sys::Prefaulter::disabled() } else { sys::Prefaulter::new(options.frequent_syncs) },
             retention: options.retention.clone(),
@@ -760,6 +764,13 @@ impl Log {
     /// left without its segment. The directory is fsynced at the end.
     fn remove_leading(&mut self, count: usize) -> Result<Vec<RemovedSegment>> {
         assert!(count < self.segments.len(), "the active segment is never removed");
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        // The prefaulter only works on the active segment, which stays, but a request for
+        // a segment sealed just now may still be queued: drain it before unmapping.
+        self.prefaulter.shutdown();
+        self.prefaulter = sys::Prefaulter::new(self.frequent_syncs);
         let mut removed = Vec::with_capacity(count);
         let result = (|| {
             for _ in 0..count {
@@ -778,9 +789,14 @@ impl Log {
             Ok(())
         })();
         if count > 0 {
-            sys::fsync_dir(&self.dir).map_err(Error::io("fsync directory", &self.dir))?;
-            if let (Some(archive), false) = (&self.archive_dir, removed.is_empty()) {
-                sys::fsync_dir(archive).map_err(Error::io("fsync directory", archive))?;
+            let synced = sys::fsync_dir(&self.dir).map_err(Error::io("fsync directory", &self.dir)).and_then(|()| {
+                match (&self.archive_dir, removed.is_empty()) {
+                    (Some(archive), false) => sys::fsync_dir(archive).map_err(Error::io("fsync directory", archive)),
+                    _ => Ok(()),
+                }
+            });
+            if let Err(e) = synced {
+                return Err(self.poison_on_sync_error(e));
             }
         }
         result.map(|()| removed)
@@ -831,6 +847,8 @@ impl Log {
             return Err(Error::OffsetOutOfRange { offset: next, first: self.first_offset() });
         }
         let keep = self.segments.partition_point(|s| s.base_offset <= next) - 1;
+        // Batches never span segments: only the segment holding `next` can be split.
+        self.segments[keep].check_cut_point(next)?;
         // The prefaulter may be working on the active mapping, which may go away.
         self.prefaulter.shutdown();
         let result = (|| {
@@ -856,7 +874,17 @@ impl Log {
             seg.write_index(true)
         })();
         self.prefaulter = sys::Prefaulter::new(self.frequent_syncs);
-        result?;
+        // Whatever happened, nothing past the end is durable (a sync that started before
+        // the truncation must not raise it again: see `complete_sync`).
+        self.truncations += 1;
+        self.durable = self.durable.min(self.next_offset());
+        if let Err(e) = result {
+            // A failed fsync (of the tail or the directory) poisons like any other.
+            return Err(match e {
+                Error::Io { op, .. } if op.starts_with("fsync") => self.poison_on_sync_error(e),
+                other => other,
+            });
+        }
         // zero_tail fsynced the whole file: everything kept is durable.
         self.durable = self.next_offset();
         self.prefault();
@@ -935,6 +963,7 @@ impl Log {
             file: (target > self.durable).then(|| active.shared_file()),
             path: active.path.clone(),
             target,
+            truncations: self.truncations,
         })
     }
 
@@ -948,7 +977,10 @@ impl Log {
         if let Some(p) = &self.poison {
             return Err(p.error());
         }
-        self.durable = self.durable.max(request.target);
+        // A truncation since the sync began may have removed records below its target.
+        if request.truncations == self.truncations {
+            self.durable = self.durable.max(request.target.min(self.next_offset()));
+        }
         Ok(self.durable)
     }
 

@@ -539,22 +539,44 @@ impl Segment {
         None
     }
 
-    /// Makes `next` the end of this segment's data (for `Log::truncate`): re-walks the
-    /// kept records to rebuild extent, timestamps and index. If the last kept record
-    /// was inside an atomic batch, its BATCH_CONTINUES flag is cleared (the caller asked
-    /// for exactly this prefix; recovery would otherwise drop the batch's kept part).
-    /// The caller zeroes and syncs the tail afterwards.
+    /// Refuses a truncation point inside an atomic batch: keeping part of a batch would
+    /// need rewriting a durable record's flags in place, which a crash could tear, and
+    /// recovery drops an incomplete batch. Changes nothing.
+    pub fn check_cut_point(&self, next: u64) -> Result<()> {
+        let mut walk = Walk::from_start(self.base_offset);
+        let max_payload = self.max_payload_on_disk();
+        let mut continues = false;
+        while walk.next_offset < self.next_offset && (walk.next_offset < next || continues) {
+            let Frame::Valid(info) = check_frame(self.bytes(), walk.position, walk.next_offset, max_payload) else {
+                return Err(Error::corrupt(&self.path, Some(walk.next_offset), Some(walk.position as u64), "record missing or damaged before the truncation point"));
+            };
+            if walk.next_offset >= next {
+                // Inside the batch that `next` splits: find its last record.
+                if info.flags & FLAG_BATCH_CONTINUES == 0 {
+                    let start = walk.batch_start.map_or(walk.next_offset, |m| m.next_offset);
+                    let end = walk.next_offset;
+                    return Err(Error::InvalidArgument(format!(
+                        "truncate({next}) would split an atomic batch (offsets {start} to {end}); truncate to {start} or to {}",
+                        end + 1
+                    )));
+                }
+            }
+            continues = info.flags & FLAG_BATCH_CONTINUES != 0;
+            walk.advance(self.base_offset, &info, usize::MAX);
+        }
+        Ok(())
+    }
+
+    /// Makes `next` the end of this segment's data (for `Log::truncate`, after
+    /// `check_cut_point`): re-walks the kept records to rebuild extent, timestamps and
+    /// index. The caller zeroes and syncs the tail afterwards.
     pub fn cut_at(&mut self, next: u64, index_interval: usize) -> Result<()> {
         let mut walk = Walk::from_start(self.base_offset);
         let max_payload = self.max_payload_on_disk();
-        let mut last: Option<(usize, FrameInfo)> = None;
         while walk.next_offset < next {
             let pos = walk.position;
             match check_frame(self.bytes(), pos, walk.next_offset, max_payload) {
-                Frame::Valid(info) => {
-                    walk.advance(self.base_offset, &info, index_interval);
-                    last = Some((pos, info));
-                }
+                Frame::Valid(info) => walk.advance(self.base_offset, &info, index_interval),
                 Frame::Bad(problem) => {
                     return Err(Error::corrupt(&self.path, Some(walk.next_offset), Some(pos as u64), problem.describe()))
                 }
@@ -564,10 +586,6 @@ impl Segment {
             }
         }
         walk.batch_start = None;
-        if let Some((pos, info)) = last.filter(|(_, info)| info.flags & FLAG_BATCH_CONTINUES != 0) {
-            let frame = &mut self.map.bytes_mut()[pos..pos + info.frame_len];
-            crate::format::rewrite_flags(frame, info.flags & !FLAG_BATCH_CONTINUES);
-        }
         self.adopt_walk(walk);
         self.prefaulted_to = 0;
         Ok(())

