@@ -926,14 +926,22 @@ impl Log {
     /// Commits cursor `name` at `position` (at most `next_offset`). Allowed on a reader:
     /// cursor files are consumer state, apart from the segments readers never touch.
     pub fn commit_cursor(&mut self, name: &str, position: u64) -> Result<()> {
+        self.check_cursor_commit(name, position)?;
+        crate::cursor::commit(&self.dir, name, position, now_ms())
+    }
+
+    /// The checks of `commit_cursor` (name, position within the log) without the write,
+    /// for callers that write the cursor file on another thread.
+    pub fn check_cursor_commit(&mut self, name: &str, position: u64) -> Result<()> {
         self.check_open()?;
+        crate::cursor::validate_name(name)?;
         let next = self.refresh()?;
         if position > next {
             return Err(Error::InvalidArgument(format!(
                 "cursor position {position} is past the end of the log (nextOffset {next})"
             )));
         }
-        crate::cursor::commit(&self.dir, name, position, now_ms())
+        Ok(())
     }
 
     pub fn delete_cursor(&self, name: &str) -> Result<bool> {

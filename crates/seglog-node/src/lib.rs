@@ -421,13 +421,7 @@ impl NativeLog {
     pub fn commit_cursor(&self, name: String, position: f64) -> Result<AsyncTask<CommitCursorTask>> {
         let position = js_number_to_u64("position", position)?;
         let dir = self.with(|l| {
-            engine::cursor::validate_name(&name)?;
-            let next = l.refresh()?;
-            if position > next {
-                return Err(engine::Error::InvalidArgument(format!(
-                    "cursor position {position} is past the end of the log (nextOffset {next})"
-                )));
-            }
+            l.check_cursor_commit(&name, position)?;
             Ok(l.dir().to_path_buf())
         })?;
         Ok(AsyncTask::new(CommitCursorTask { dir, name, position }))
