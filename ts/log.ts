@@ -3,18 +3,9 @@ import { statSync } from 'node:fs'
 import { native, type NativeLog } from './native'
 import { codecs, checkCodec, isFastCodec, type Codec, type FastCodec } from './codecs'
 import { checkUint, fromNative, fromOutcome, rangeError, seglogError, typeError } from './errors'
+import { GroupCommit, type Durability } from './group-commit'
 
-/**
- * How durable an appended record is before `sync()` / `appendDurable()` say more:
- * - `'none'`: in the OS page cache at once. Survives a crash of the process (kill -9,
- *   an exception), not a crash of the machine (power loss, kernel panic).
- * - `'interval'` (default): also synced in the background every `syncIntervalMs`
- *   (default 100) and/or every `syncIntervalBytes`: a machine crash loses at most
- *   about one interval of records.
- * - `'sync'`: every append starts a group-commit sync at once; `appendDurable()` and
- *   `sync()` resolve when the record is on stable storage.
- */
-export type Durability = 'none' | 'interval' | 'sync'
+export type { Durability }
 
 export interface LogOptions<T> {
   /** How values become bytes. Default: raw bytes (`Uint8Array` in, `Buffer` out). */
@@ -202,18 +193,6 @@ const ITER_BUFFER_MAX = 4 << 20
 const DEFAULT_SYNC_INTERVAL_MS = 100
 /** A reader's tail polls for new records from every 1 ms, backing off to this. */
 const TAIL_POLL_MAX_MS = 4
-const NONE = 0
-const INTERVAL = 1
-const SYNC = 2
-
-/** A caller waiting for records below `until` to be durable. */
-interface Waiter {
-  until: number
-  value: number | undefined
-  resolve: (value: number | undefined) => void
-  reject: (err: unknown) => void
-}
-
 const align8 = (n: number): number => (n + 7) & ~7
 
 /**
@@ -233,24 +212,10 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
   #staging: Buffer = Buffer.allocUnsafeSlow(64 << 10)
   #lengths: Uint32Array = new Uint32Array(1024)
 
-  // Durability and group commit (see `#requestSync`).
+  // Durability and group commit.
   readonly #readOnly: boolean
   readonly #durability: Durability
-  readonly #mode: number
-  readonly #syncBytes: number
-  #timer: NodeJS.Timeout | undefined
-  /** Records below this offset are durable. */
-  #durable: number
-  #pendingBytes = 0
-  /** Callers waiting for durability, in `until` order (offsets only grow). */
-  #waiters: Waiter[] = []
-  #waitHead = 0
-  /** A sync is wanted: it starts at the end of this tick, or when the one in flight ends. */
-  #wantSync = false
-  #inFlight: Promise<void> | undefined
-  #poison: Error | undefined
-  #syncs = 0
-  #lastSyncMs = 0
+  readonly #commit: GroupCommit
   /** Tails waiting for records: called after every append, and on close. */
   #tailWakers: (() => void)[] = []
   /** The end left by each truncation, in order (tails restart at the lowest since they last looked). */
@@ -266,15 +231,7 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     this.#recovery = nativeLog.recoveryReport() as RecoveryReport
     this.#readOnly = nativeLog.readOnly
     this.#durability = durability
-    this.#mode = this.#readOnly ? NONE : durability === 'sync' ? SYNC : durability === 'interval' ? INTERVAL : NONE
-    this.#syncBytes = this.#mode === INTERVAL && syncIntervalBytes !== undefined ? syncIntervalBytes : Infinity
-    this.#durable = this.#readOnly ? 0 : nativeLog.durableOffset
-    if (this.#mode === INTERVAL) {
-      this.#timer = setInterval(() => {
-        if (this.#pendingBytes > 0) this.#requestSync()
-      }, syncIntervalMs)
-      this.#timer.unref()
-    }
+    this.#commit = new GroupCommit(() => nativeLog.sync(), this.#readOnly ? 0 : nativeLog.durableOffset, this.#readOnly ? undefined : durability, syncIntervalMs, syncIntervalBytes)
   }
 
   /** Opens or creates the log in `dir`, recovering it after a crash (see `recovery`). */
@@ -364,7 +321,7 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
 
   /** Records below this offset are known to be on stable storage (0 for a reader). */
   get durableOffset(): number {
-    return this.#durable
+    return this.#commit.durable
   }
 
   get durability(): Durability | undefined {
@@ -377,7 +334,7 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
 
   /** Syncs done by this handle and how long the last one took (ms). */
   get syncStats(): { syncs: number; lastSyncMs: number } {
-    return { syncs: this.#syncs, lastSyncMs: this.#lastSyncMs }
+    return { syncs: this.#commit.syncs, lastSyncMs: this.#commit.lastSyncMs }
   }
 
   get maxRecordBytes(): number {
@@ -421,7 +378,7 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     } catch (err) {
       return Promise.reject(err)
     }
-    return this.#whenDurable(offset + 1, offset) as Promise<number>
+    return this.#commit.whenDurable(offset + 1, offset) as Promise<number>
   }
 
   /** `appendBatch`, resolving with the first offset once the whole batch is durable. */
@@ -432,7 +389,7 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     } catch (err) {
       return Promise.reject(err)
     }
-    return this.#whenDurable(first + values.length, first) as Promise<number>
+    return this.#commit.whenDurable(first + values.length, first) as Promise<number>
   }
 
   /**
@@ -443,7 +400,7 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
   sync(): Promise<void> {
     if (this.#closed) return Promise.reject(closedError())
     if (this.#readOnly) return Promise.reject(readOnlyError())
-    return this.#whenDurable(this.#native.nextOffset, undefined) as Promise<unknown> as Promise<void>
+    return this.#commit.whenDurable(this.#native.nextOffset, undefined) as Promise<unknown> as Promise<void>
   }
 
   /**
@@ -627,19 +584,18 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     checkUint('nextOffset', nextOffset)
     await this.sync()
     // No sync may run while the engine truncates (it would cover removed records).
-    while (this.#inFlight !== undefined) await this.#inFlight
+    await this.#commit.idle()
     this.#checkWritable()
     let r: ReturnType<NativeLog['truncate']>
     try {
       r = this.#write(() => this.#native.truncate(nextOffset))
     } finally {
       // Even a truncation that failed midway may have removed records.
-      const end = this.#native.nextOffset
-      if (end < this.#durable) this.#durable = end
+      this.#commit.truncated(this.#native.nextOffset, false)
     }
     if (r.recordsRemoved > 0) {
       this.#cuts.push(r.nextOffset)
-      this.#dropWaitersAbove(r.nextOffset)
+      this.#commit.truncated(r.nextOffset, true)
       this.#wakeTails()
     }
     return { ...r, segmentsRemoved: r.segmentsRemoved.map(stripNulls) as RemovedSegment[] }
@@ -737,10 +693,10 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
       bytesOnDisk,
       durability: stripNulls({
         mode: this.#readOnly ? ('readOnly' as const) : this.#durability,
-        durableOffset: this.#durable,
-        syncs: this.#syncs,
-        lastSyncMs: this.#lastSyncMs,
-        poisoned: this.#poison?.message,
+        durableOffset: this.#commit.durable,
+        syncs: this.#commit.syncs,
+        lastSyncMs: this.#commit.lastSyncMs,
+        poisoned: this.#commit.poison?.message,
       }),
       retentionError: retentionError ?? undefined,
     }) as LogStats
@@ -768,18 +724,18 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
   async close(): Promise<void> {
     if (this.#closed) return
     this.#closed = true
-    if (this.#timer !== undefined) clearInterval(this.#timer)
+    this.#commit.stop()
     this.#wakeTails()
-    while (this.#inFlight !== undefined) await this.#inFlight
+    await this.#commit.idle()
     const next = this.#readOnly ? 0 : this.#native.nextOffset
     try {
       this.#native.close()
     } catch (err) {
       const e = fromNative(err) as Error
-      this.#fail(e)
+      this.#commit.fail(e)
       throw e
     }
-    if (this.#poison === undefined && !this.#readOnly) this.#settle(next)
+    if (this.#commit.poison === undefined && !this.#readOnly) this.#commit.settle(next)
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -792,8 +748,7 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
 
   /** After an append: feeds group commit and wakes tails. */
   #appended(bytes: number): void {
-    if (this.#mode === SYNC) this.#requestSync()
-    else if ((this.#pendingBytes += bytes) >= this.#syncBytes) this.#requestSync()
+    this.#commit.appended(bytes)
     if (this.#tailWakers.length !== 0) this.#wakeTails()
   }
 
@@ -806,19 +761,10 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     }
   }
 
-  /** Rejects the waiters for records a truncation removed (they come last: `until` grows). */
-  #dropWaitersAbove(end: number): void {
-    const w = this.#waiters
-    while (w.length > this.#waitHead && w[w.length - 1].until > end) {
-      const waiter = w.pop() as Waiter
-      waiter.reject(rangeError('ERR_SEGLOG_OFFSET_OUT_OF_RANGE', `the record was removed by truncate(${end}) before it was durable`))
-    }
-  }
-
   #checkWritable(): void {
     if (this.#closed) throw closedError()
     if (this.#readOnly) throw readOnlyError()
-    if (this.#poison !== undefined) throw this.#poison
+    if (this.#commit.poison !== undefined) throw this.#commit.poison
   }
 
   #callNative<R>(f: () => R): R {
@@ -830,10 +776,10 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
   }
 
   #writeError(err: unknown): unknown {
-    if (this.#poison !== undefined) return this.#poison
+    if (this.#commit.poison !== undefined) return this.#commit.poison
     const e = fromNative(err)
     // A sync inside the engine (a segment roll's msync) may have poisoned the log.
-    if ((e as { code?: string }).code === 'ERR_SEGLOG_IO' && this.#native.poisoned != null) this.#fail(e as Error)
+    if ((e as { code?: string }).code === 'ERR_SEGLOG_IO' && this.#native.poisoned != null) this.#commit.fail(e as Error)
     return e
   }
 
@@ -843,86 +789,6 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     } catch (err) {
       throw fromNative(err)
     }
-  }
-
-  /** Resolves with `value` once records below `until` are durable. */
-  #whenDurable(until: number, value: number | undefined): Promise<number | undefined> {
-    if (this.#poison !== undefined) return Promise.reject(this.#poison)
-    if (until <= this.#durable) return Promise.resolve(value)
-    return new Promise((resolve, reject) => {
-      this.#waiters.push({ until, value, resolve, reject })
-      this.#requestSync()
-    })
-  }
-
-  /**
-   * Group commit: at most one sync in flight. A request made while one runs is noted
-   * and served by the next sync, which starts when the current one ends and covers
-   * everything appended by then; otherwise the sync starts at the end of the current
-   * tick, so every append of this tick rides on it.
-   */
-  #requestSync(): void {
-    if (this.#wantSync) return
-    this.#wantSync = true
-    if (this.#inFlight === undefined) queueMicrotask(this.#startSync)
-  }
-
-  readonly #startSync = (): void => {
-    if (this.#inFlight !== undefined || !this.#wantSync || this.#closed || this.#poison !== undefined) return
-    this.#wantSync = false
-    this.#pendingBytes = 0
-    let pending: Promise<{ durable?: number | null; code?: string | null; message?: string | null }>
-    try {
-      pending = this.#native.sync()
-    } catch (err) {
-      this.#fail(fromNative(err) as Error)
-      return
-    }
-    const started = performance.now()
-    this.#inFlight = pending.then(
-      (outcome) => {
-        this.#inFlight = undefined
-        this.#syncs++
-        this.#lastSyncMs = performance.now() - started
-        if (typeof outcome.durable === 'number') this.#settle(outcome.durable)
-        else this.#fail(fromOutcome(outcome.code ?? 'ERR_SEGLOG_IO', outcome.message ?? 'sync failed'))
-        if (this.#wantSync) this.#startSync()
-      },
-      (err) => {
-        this.#inFlight = undefined
-        this.#fail(fromNative(err) as Error)
-      },
-    )
-  }
-
-  /** Resolves the waiters a sync up to `durable` covers. */
-  #settle(durable: number): void {
-    if (durable > this.#durable) this.#durable = durable
-    const w = this.#waiters
-    let i = this.#waitHead
-    while (i < w.length && w[i].until <= durable) {
-      w[i].resolve(w[i].value)
-      i++
-    }
-    if (i === w.length) {
-      w.length = 0
-      i = 0
-    } else if (i > 1024 && i > w.length >>> 1) {
-      w.splice(0, i)
-      i = 0
-    }
-    this.#waitHead = i
-    // Still waiting (it came in after the sync started): make sure another sync follows.
-    if (i < w.length) this.#requestSync()
-  }
-
-  /** A sync failed: the log is poisoned; every waiter and every later write gets `err`. */
-  #fail(err: Error): void {
-    if (this.#poison === undefined) this.#poison = err
-    const w = this.#waiters
-    for (let i = this.#waitHead; i < w.length; i++) w[i].reject(this.#poison)
-    w.length = 0
-    this.#waitHead = 0
   }
 
   #wakeTails(): void {
