@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    check_frame, framed_len, max_payload_for_segment, Frame, IndexFile, SegmentHeader, FLAG_BATCH_CONTINUES,
+    check_frame, check_frame_header, frame_payload, framed_len, max_payload_for_segment, Frame, IndexFile, SegmentHeader, FLAG_BATCH_CONTINUES,
     FRAME_HEADER_LEN, MAX_TIMESTAMP, SEGMENT_HEADER_LEN,
 };
 use crate::segment::{parse_segment_file_name, segment_file_name, Segment, Walk, WalkStop};
@@ -1109,6 +1109,77 @@ impl Log {
             }
         }
         Ok(out)
+    }
+
+    // ---- for the key-value store (crate::store) ----
+
+    /// The payload of the record at `offset`, whose frame starts at `pos`, fully
+    /// checked (length, offset, CRC). A location that no longer holds that record is
+    /// `Corrupt`.
+    #[inline]
+    pub(crate) fn payload_at(&self, offset: u64, pos: usize) -> Result<&[u8]> {
+        let seg = self.segment_of(offset)?;
+        let info = seg.checked_frame(pos, offset)?;
+        Ok(frame_payload(seg.bytes(), pos, &info))
+    }
+
+    /// Like `payload_at` without the CRC (length and offset are still checked): to
+    /// compare keys while probing the store's index; what is returned to a caller is
+    /// read with `payload_at`.
+    #[inline]
+    pub(crate) fn payload_at_unchecked(&self, offset: u64, pos: usize) -> Option<&[u8]> {
+        let seg = self.segment_of(offset).ok()?;
+        match check_frame_header(seg.bytes(), pos, offset, seg.max_payload_on_disk()) {
+            Frame::Valid(info) => Some(frame_payload(seg.bytes(), pos, &info)),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    fn segment_of(&self, offset: u64) -> Result<&Segment> {
+        self.check_open()?;
+        let i = self.segments.partition_point(|s| s.base_offset <= offset);
+        match self.segments.get(i.wrapping_sub(1)) {
+            Some(seg) if offset < seg.next_offset => Ok(seg),
+            _ => Err(Error::corrupt(&self.dir, Some(offset), None, "a store index entry points at a record that is not in the log")),
+        }
+    }
+
+    /// Position in the active segment where the next frame goes (after an append: the
+    /// end of the frames just written, which all lie in the active segment).
+    #[inline]
+    pub(crate) fn active_end(&self) -> usize {
+        self.segments.last().map_or(0, |s| s.end)
+    }
+
+    /// Calls `f(offset, position, timestamp, payload, framed_len)` for each record from
+    /// `from` to the end (or until `f` returns `Ok(false)`), walking frames in order
+    /// (one index lookup, then sequential), every frame fully checked.
+    pub(crate) fn scan(&self, from: u64, mut f: impl FnMut(u64, usize, u64, &[u8], usize) -> Result<bool>) -> Result<()> {
+        let mut offset = from;
+        while let Some((i, mut pos)) = self.locate(offset)? {
+            let seg = &self.segments[i];
+            while offset < seg.next_offset {
+                let info = seg.checked_frame(pos, offset)?;
+                let next = info.next_position(pos);
+                if !f(offset, pos, info.timestamp, frame_payload(seg.bytes(), pos, &info), next - pos)? {
+                    return Ok(());
+                }
+                pos = next;
+                offset += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment if it holds records and starts a fresh one; returns the
+    /// fresh segment's base offset (everything below it is in sealed segments).
+    pub(crate) fn roll_if_not_empty(&mut self) -> Result<u64> {
+        self.check_writable()?;
+        if self.segments.last().is_some_and(|s| s.record_count() > 0) {
+            self.roll()?;
+        }
+        Ok(self.next_offset())
     }
 
     /// Iterates over records from `from` (inclusive) to `to` (exclusive).
