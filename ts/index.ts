@@ -1,5 +1,7 @@
 export { Log, Cursor } from './log'
-export type { Durability, TailOptions, RemovedSegment, TruncateResult, TimestampBounds, CursorInfo, LogStats, LogOptions, LogRecord, ReadOptions, ReadBatchOptions, SegmentInfo, VerifyReport, VerifyProblem, RecoveryReport } from './log'
+export type { Durability, Engine, TailOptions, RemovedSegment, TruncateResult, TimestampBounds, CursorInfo, LogStats, LogOptions, LogRecord, ReadOptions, ReadBatchOptions, SegmentInfo, VerifyReport, VerifyProblem, RecoveryReport } from './log'
 export { codecs } from './codecs'
 export type { Codec, JsonCodec } from './codecs'
 export type { SeglogError, SeglogErrorCode } from './errors'
+export { Store } from './store'
+export type { StoreKey, StoreOptions, StoreStats, SnapshotResult, CompactResult } from './store'

@@ -1,4 +1,5 @@
-//! The hot path: append, batch append and reads as raw N-API callbacks.
+//! The hot path: append, batch append and reads, and the store's get/put/has/delete,
+//! as raw N-API callbacks.
 //!
 //! napi-rs 3 wraps every generated callback in a native-borrow scope (a mutex, an
 //! allocation and type-tag checks) that cost ~2/3 of a 100-byte append. These four
@@ -11,9 +12,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
 use napi::sys;
-use seglog_core::Error;
+use seglog_core::store::MAX_KEY_BYTES;
+use seglog_core::{Error, Key};
 
-use crate::registry::with_log;
+use crate::registry::{with_log, with_store};
 use crate::{js_number_to_u64, JsFailure};
 
 const MAX_ARGS: usize = 5;
@@ -91,6 +93,39 @@ impl Args {
         // SAFETY: N-API guarantees `data` points at `len` elements of the array's type,
         // kept alive by the argument for the duration of the callback (see above).
         Ok(unsafe { std::slice::from_raw_parts_mut(data as *mut T, len) })
+    }
+}
+
+/// Room for a string key read from JS: a key longer than `MAX_KEY_BYTES` is noticed
+/// because N-API then fills more than `MAX_KEY_BYTES` bytes (it copies at most
+/// `len - 1` bytes and never splits a character, so at least `len - 4`).
+const KEY_BUF_LEN: usize = 3 * MAX_KEY_BYTES + 4;
+
+impl Args {
+    /// A store key argument: a string (its UTF-8 bytes go to `buf`) or a number.
+    fn key<'b>(&self, i: usize, buf: &'b mut [u8; KEY_BUF_LEN]) -> Result<Key<'b>, JsFailure> {
+        let fail = || JsFailure::Type("key must be a string or a safe non-negative integer".into());
+        let value = self.value(i).ok_or_else(fail)?;
+        let mut t = 0;
+        // SAFETY: a value of this callback's arguments, in its env.
+        unsafe { sys::napi_typeof(self.env, value, &mut t) };
+        if t == sys::ValueType::napi_number {
+            let v = self.number(i, "key")?;
+            return Ok(Key::Int(js_number_to_u64("key", v)?));
+        }
+        if t != sys::ValueType::napi_string {
+            return Err(fail());
+        }
+        let mut copied = 0usize;
+        // SAFETY: `buf` has room for `buf.len()` bytes including the NUL N-API writes.
+        let status = unsafe { sys::napi_get_value_string_utf8(self.env, value, buf.as_mut_ptr() as *mut c_char, buf.len(), &mut copied) };
+        if status != sys::Status::napi_ok {
+            return Err(fail());
+        }
+        if copied > MAX_KEY_BYTES {
+            return Err(JsFailure::Engine(Error::InvalidArgument(format!("a string key must be at most {MAX_KEY_BYTES} bytes of UTF-8"))));
+        }
+        Ok(Key::Str(&buf[..copied]))
     }
 }
 
@@ -206,15 +241,80 @@ unsafe extern "C" fn read_batch_into(env: sys::napi_env, info: sys::napi_callbac
     }
 }
 
+/// `storePut(handle, key, value: Uint8Array)`: the record's offset.
+unsafe extern "C" fn store_put(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    // SAFETY: N-API's own arguments.
+    unsafe {
+        run(env, info, |a| {
+            let mut buf = [0u8; KEY_BUF_LEN];
+            let key = a.key(1, &mut buf)?;
+            let value: &mut [u8] = a.typed_array(2, sys::TypedarrayType::uint8_array, "value")?;
+            Ok(with_store(handle(a)?, |s| s.put(key, value))? as f64)
+        })
+    }
+}
+
+/// `storeGet(handle, key, dest: Uint8Array)`: the value's length (copied into `dest`),
+/// -1 if the key is absent, or `-(length + 2)` when `dest` is too small.
+unsafe extern "C" fn store_get(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    // SAFETY: N-API's own arguments.
+    unsafe {
+        run(env, info, |a| {
+            let mut buf = [0u8; KEY_BUF_LEN];
+            let key = a.key(1, &mut buf)?;
+            let dest: &mut [u8] = a.typed_array(2, sys::TypedarrayType::uint8_array, "dest")?;
+            let n = with_store(handle(a)?, |s| {
+                Ok(match s.get(key)? {
+                    None => -1.0,
+                    Some(v) if v.len() > dest.len() => -(v.len() as f64) - 2.0,
+                    Some(v) => {
+                        dest[..v.len()].copy_from_slice(v);
+                        v.len() as f64
+                    }
+                })
+            })?;
+            Ok(n)
+        })
+    }
+}
+
+/// `storeHas(handle, key)`: 1 or 0.
+unsafe extern "C" fn store_has(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    // SAFETY: N-API's own arguments.
+    unsafe {
+        run(env, info, |a| {
+            let mut buf = [0u8; KEY_BUF_LEN];
+            let key = a.key(1, &mut buf)?;
+            Ok(if with_store(handle(a)?, |s| s.has(key))? { 1.0 } else { 0.0 })
+        })
+    }
+}
+
+/// `storeDelete(handle, key)`: 1 if the key existed (a DELETE record was written), else 0.
+unsafe extern "C" fn store_delete(env: sys::napi_env, info: sys::napi_callback_info) -> sys::napi_value {
+    // SAFETY: N-API's own arguments.
+    unsafe {
+        run(env, info, |a| {
+            let mut buf = [0u8; KEY_BUF_LEN];
+            let key = a.key(1, &mut buf)?;
+            Ok(if with_store(handle(a)?, |s| s.delete(key))? { 1.0 } else { 0.0 })
+        })
+    }
+}
+
 type Callback = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value;
 
 /// Adds the hot-path functions to the module's exports.
 pub fn register(env: sys::napi_env, exports: sys::napi_value) -> napi::Result<()> {
-    let functions: [(&str, Callback); 4] = [
+    let functions: [(&str, Callback); 8] = [
         ("hotAppend", append),
         ("hotAppendPacked", append_packed),
         ("hotReadInto", read_into),
         ("hotReadBatchInto", read_batch_into),
+        ("hotStorePut", store_put),
+        ("hotStoreGet", store_get),
+        ("hotStoreHas", store_has),
+        ("hotStoreDelete", store_delete),
     ];
     for (name, cb) in functions {
         let cname = CString::new(name).expect("static name");

@@ -5,6 +5,7 @@
 
 mod hot;
 mod registry;
+mod store;
 
 use napi::bindgen_prelude::{AsyncTask, Object};
 use napi::{Env, JsValue, Task};
