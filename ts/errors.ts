@@ -13,6 +13,7 @@ export type SeglogErrorCode =
   | 'ERR_SEGLOG_OFFSET_OUT_OF_RANGE'
   | 'ERR_SEGLOG_INVALID_ARGUMENT'
   | 'ERR_SEGLOG_INTERNAL'
+  | 'ERR_SEGLOG_UNSUPPORTED'
   | 'ERR_INVALID_ARG_TYPE'
 
 export interface SeglogError extends Error {

@@ -1,13 +1,26 @@
 import { statSync } from 'node:fs'
 
-import { native, type NativeLog } from './native'
+import { loadNative, native, nativeLoadError, type LogBackend, type NativeLog } from './native'
+import { JsLog } from './js/log'
 import { codecs, checkCodec, isFastCodec, type Codec, type FastCodec } from './codecs'
 import { checkUint, fromNative, fromOutcome, rangeError, seglogError, typeError } from './errors'
 import { GroupCommit, type Durability } from './group-commit'
 
 export type { Durability }
 
+/**
+ * Which engine reads and writes the log's files (both follow docs/FORMAT.md byte for
+ * byte, so either opens a log the other wrote):
+ * - `'native'` (default): the Rust addon. If it cannot be loaded and `engine` was not
+ *   given, the JS engine is used instead, with a one-time warning (`SEGLOG_JS_FALLBACK`).
+ * - `'js'`: pure TypeScript. Writers only; no cursors, truncate or retention options
+ *   (`ERR_SEGLOG_UNSUPPORTED`); buffered appends reach the file at the end of each tick.
+ */
+export type Engine = 'native' | 'js'
+
 export interface LogOptions<T> {
+  /** Default `'native'`, falling back to `'js'` when the addon cannot be loaded. See `Engine`. */
+  engine?: Engine
   /** How values become bytes. Default: raw bytes (`Uint8Array` in, `Buffer` out). */
   codec?: Codec<T>
   /** Preallocated size of each segment file. Default 64 MiB. */
@@ -75,6 +88,8 @@ export interface CursorInfo {
 }
 
 export interface LogStats {
+  /** Which engine this log runs on. */
+  engine: Engine
   firstOffset: number
   nextOffset: number
   records: number
@@ -200,7 +215,10 @@ const align8 = (n: number): number => (n + 7) & ~7
  * `ERR_SEGLOG_LOCKED`). Offsets are dense from 0.
  */
 export class Log<T = Uint8Array> implements AsyncDisposable {
-  readonly #native: NativeLog
+  /** The engine: the native addon's `NativeLog`, or the pure-TypeScript `JsLog`. */
+  readonly #engine: LogBackend
+  /** The JS engine, when it is the engine: the hot path branches on it once per call. */
+  readonly #js: JsLog | undefined
   readonly #handle: number
   readonly #codec: Codec<T>
   readonly #fast: FastCodec<T> | undefined
@@ -221,9 +239,11 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
   /** The end left by each truncation, in order (tails restart at the lowest since they last looked). */
   #cuts: number[] = []
 
-  private constructor(nativeLog: NativeLog, codec: Codec<T>, durability: Durability, syncIntervalMs: number, syncIntervalBytes: number | undefined) {
-    this.#native = nativeLog
-    this.#handle = nativeLog.handle
+  private constructor(engine: LogBackend, js: JsLog | undefined, codec: Codec<T>, durability: Durability, syncIntervalMs: number, syncIntervalBytes: number | undefined) {
+    const nativeLog = engine
+    this.#engine = engine
+    this.#js = js
+    this.#handle = engine.handle
     this.#codec = codec
     this.#fast = isFastCodec(codec) ? codec : undefined
     this.#raw = codec === (codecs.raw as Codec<unknown>)
@@ -239,6 +259,7 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     if (typeof dir !== 'string' || dir.length === 0) throw typeError('dir must be a non-empty string')
     if (options === null || typeof options !== 'object') throw typeError('options must be an object')
     const {
+      engine: engineOption,
       codec = codecs.raw as unknown as Codec<T>,
       segmentBytes,
       indexIntervalBytes,
@@ -282,10 +303,21 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     if (readOnly && durability !== undefined) {
       throw rangeError('ERR_SEGLOG_INVALID_ARGUMENT', 'durability applies to writers; a readOnly log never writes')
     }
-    let nativeLog: NativeLog
-    try {
-      nativeLog = native.NativeLog.open(dir, {
-        segmentBytes,
+    if (engineOption !== undefined && engineOption !== 'native' && engineOption !== 'js') {
+      if (typeof engineOption !== 'string') throw typeError(`engine must be a string, got ${typeof engineOption}`)
+      throw rangeError('ERR_SEGLOG_INVALID_ARGUMENT', `engine must be 'native' or 'js', got '${engineOption}'`)
+    }
+    let useJs = engineOption === 'js'
+    if (!useJs && loadNative() === undefined) {
+      const why = nativeLoadError()?.message ?? 'unknown error'
+      if (engineOption === 'native') {
+        throw seglogError('ERR_SEGLOG_UNSUPPORTED', `engine: 'native' was asked for but the native addon cannot be loaded (${why}); use engine: 'js'`)
+      }
+      warnJsFallback(why)
+      useJs = true
+    }
+    const engineOptions = {
+      segmentBytes,
         indexIntervalBytes,
         maxRecordBytes,
         readOnly,
@@ -294,20 +326,25 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
         retentionRecords,
         retainForCursors,
         archiveDir,
-        // 'sync' mode syncs per group commit: track dirty pages finely (see the engine).
-        frequentSyncs: durability === 'sync',
-      })
+      // 'sync' mode syncs per group commit: track dirty pages finely (see the engine).
+      frequentSyncs: durability === 'sync',
+    }
+    let engine: LogBackend
+    let js: JsLog | undefined
+    try {
+      if (useJs) engine = js = JsLog.open(dir, engineOptions)
+      else engine = native.NativeLog.open(dir, engineOptions)
     } catch (err) {
       throw fromNative(err)
     }
-    return new Log<T>(nativeLog, codec, durability ?? 'interval', syncIntervalMs, syncIntervalBytes)
+    return new Log<T>(engine, js, codec, durability ?? 'interval', syncIntervalMs, syncIntervalBytes)
   }
 
   /** Offset of the oldest record still in the log (a reader catches up with the writer first). */
   get firstOffset(): number {
     this.#check()
     if (this.#readOnly) this.#refresh()
-    return this.#native.firstOffset
+    return this.#engine.firstOffset
   }
 
   /**
@@ -316,7 +353,7 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
    */
   get nextOffset(): number {
     this.#check()
-    return this.#readOnly ? this.#refresh() : this.#native.nextOffset
+    return this.#readOnly ? this.#refresh() : this.#engine.nextOffset
   }
 
   /** Records below this offset are known to be on stable storage (0 for a reader). */
@@ -330,6 +367,11 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
 
   get readOnly(): boolean {
     return this.#readOnly
+  }
+
+  /** The engine this log runs on: `'native'` (the Rust addon) or `'js'`. */
+  get engine(): Engine {
+    return this.#js === undefined ? 'native' : 'js'
   }
 
   /** Syncs done by this handle and how long the last one took (ms). */
@@ -358,7 +400,7 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     if (timestamp !== undefined) checkUint('timestamp', timestamp)
     let offset: number
     try {
-      offset = native.hotAppend(this.#handle, bytes, timestamp)
+      offset = this.#js === undefined ? native.hotAppend(this.#handle, bytes, timestamp) : this.#js.append(bytes, timestamp)
     } catch (err) {
       throw this.#writeError(err)
     }
@@ -400,7 +442,7 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
   sync(): Promise<void> {
     if (this.#closed) return Promise.reject(closedError())
     if (this.#readOnly) return Promise.reject(readOnlyError())
-    return this.#commit.whenDurable(this.#native.nextOffset, undefined) as Promise<unknown> as Promise<void>
+    return this.#commit.whenDurable(this.#engine.nextOffset, undefined) as Promise<unknown> as Promise<void>
   }
 
   /**
@@ -415,7 +457,7 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     const n = values.length
     if (n === 0) {
       this.#checkWritable()
-      return this.#native.nextOffset
+      return this.#engine.nextOffset
     }
     const encoded: Uint8Array[] = this.#raw ? (values as unknown as Uint8Array[]) : values.map((v) => this.#encode(v))
     let total = 0
@@ -424,6 +466,17 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
       if (this.#raw) checkRaw(b)
       if (b.length > this.#maxRecordBytes) throw tooLarge(b.length, this.#maxRecordBytes)
       total += b.length
+    }
+    if (this.#js !== undefined) {
+      // The JS engine copies each value straight into its write buffer: no staging copy.
+      let first: number
+      try {
+        first = this.#js.appendBatch(encoded, timestamp)
+      } catch (err) {
+        throw this.#writeError(err)
+      }
+      this.#appended(total)
+      return first
     }
     if (this.#staging.length < total) this.#staging = Buffer.allocUnsafeSlow(nextPow2(total))
     if (this.#lengths.length < n) this.#lengths = new Uint32Array(nextPow2(n))
@@ -518,7 +571,7 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     if (maxRecords === 0) throw rangeError('ERR_SEGLOG_INVALID_ARGUMENT', 'maxRecords must be at least 1')
     let next = from === undefined ? this.nextOffset : from instanceof Cursor ? from.position : from
     checkUint('from', next)
-    const first = this.#native.firstOffset
+    const first = this.#engine.firstOffset
     if (next < first) throw rangeError('ERR_SEGLOG_OFFSET_OUT_OF_RANGE', `from (${next}) is below firstOffset (${first})`)
     // Options are checked and `from` fixed now, not at the first `next()`: records
     // appended right after `tail()` returns are yielded.
@@ -561,13 +614,13 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
   async deleteBefore(offset: number): Promise<RemovedSegment[]> {
     this.#checkWritable()
     checkUint('offset', offset)
-    return this.#write(() => this.#native.deleteBefore(offset)).map(stripNulls) as RemovedSegment[]
+    return this.#write(() => this.#engine.deleteBefore(offset)).map(stripNulls) as RemovedSegment[]
   }
 
   /** Applies the retention options now (they also apply at every segment roll). */
   async enforceRetention(): Promise<RemovedSegment[]> {
     this.#checkWritable()
-    return this.#write(() => this.#native.enforceRetention()).map(stripNulls) as RemovedSegment[]
+    return this.#write(() => this.#engine.enforceRetention()).map(stripNulls) as RemovedSegment[]
   }
 
   /**
@@ -588,10 +641,10 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     this.#checkWritable()
     let r: ReturnType<NativeLog['truncate']>
     try {
-      r = this.#write(() => this.#native.truncate(nextOffset))
+      r = this.#write(() => this.#engine.truncate(nextOffset))
     } finally {
       // Even a truncation that failed midway may have removed records.
-      this.#commit.truncated(this.#native.nextOffset, false)
+      this.#commit.truncated(this.#engine.nextOffset, false)
     }
     if (r.recordsRemoved > 0) {
       this.#cuts.push(r.nextOffset)
@@ -610,7 +663,7 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
   offsetForTimestamp(timestamp: number): number | undefined {
     this.#check()
     checkUint('timestamp', timestamp)
-    return this.#callNative(() => this.#native.offsetForTimestamp(timestamp)) ?? undefined
+    return this.#callNative(() => this.#engine.offsetForTimestamp(timestamp)) ?? undefined
   }
 
   /** Smallest and largest timestamp, overall and per segment. */
@@ -635,13 +688,13 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
   cursor(name: string): Cursor {
     this.#check()
     if (typeof name !== 'string') throw typeError(`cursor name must be a string, got ${typeof name}`)
-    const state = this.#callNative(() => this.#native.cursor(name))
+    const state = this.#callNative(() => this.#engine.cursor(name))
     return new Cursor(name, state?.position, state?.committedMs, {
       first: () => this.firstOffset,
       commit: (offset) => this.#commitCursor(name, offset),
       remove: () => {
         this.#check()
-        return this.#callNative(() => this.#native.deleteCursor(name))
+        return this.#callNative(() => this.#engine.deleteCursor(name))
       },
     })
   }
@@ -649,13 +702,13 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
   /** Every committed cursor, by name. */
   cursors(): CursorInfo[] {
     this.#check()
-    return this.#callNative(() => this.#native.cursors())
+    return this.#callNative(() => this.#engine.cursors())
   }
 
   async #commitCursor(name: string, offset: number): Promise<void> {
     this.#check()
     checkUint('offset', offset)
-    const outcome = await this.#callNative(() => this.#native.commitCursor(name, offset))
+    const outcome = await this.#callNative(() => this.#engine.commitCursor(name, offset))
     if (typeof outcome.durable !== 'number') throw fromOutcome(outcome.code ?? 'ERR_SEGLOG_IO', outcome.message ?? 'cursor commit failed')
   }
 
@@ -681,8 +734,9 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     }
     const first = this.firstOffset
     const next = this.nextOffset
-    const retentionError = this.#readOnly ? null : this.#native.retentionError
+    const retentionError = this.#readOnly ? null : this.#engine.retentionError
     return stripNulls({
+      engine: this.engine,
       firstOffset: first,
       nextOffset: next,
       records: next - first,
@@ -705,13 +759,13 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
   /** One entry per segment file, oldest first. */
   segments(): SegmentInfo[] {
     this.#check()
-    return this.#native.segments().map((s) => stripNulls(s) as SegmentInfo)
+    return this.#engine.segments().map((s) => stripNulls(s) as SegmentInfo)
   }
 
   /** Checks every segment, record (CRC, offsets) and index entry. */
   async verify(): Promise<VerifyReport> {
     this.#check()
-    const r = this.#native.verify()
+    const r = this.#engine.verify()
     return { ...r, problem: r.problem ? (stripNulls(r.problem) as VerifyProblem) : undefined }
   }
 
@@ -727,9 +781,9 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     this.#commit.stop()
     this.#wakeTails()
     await this.#commit.idle()
-    const next = this.#readOnly ? 0 : this.#native.nextOffset
+    const next = this.#readOnly ? 0 : this.#engine.nextOffset
     try {
-      this.#native.close()
+      this.#engine.close()
     } catch (err) {
       const e = fromNative(err) as Error
       this.#commit.fail(e)
@@ -779,13 +833,13 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     if (this.#commit.poison !== undefined) return this.#commit.poison
     const e = fromNative(err)
     // A sync inside the engine (a segment roll's msync) may have poisoned the log.
-    if ((e as { code?: string }).code === 'ERR_SEGLOG_IO' && this.#native.poisoned != null) this.#commit.fail(e as Error)
+    if ((e as { code?: string }).code === 'ERR_SEGLOG_IO' && this.#engine.poisoned != null) this.#commit.fail(e as Error)
     return e
   }
 
   #refresh(): number {
     try {
-      return this.#native.refresh()
+      return this.#engine.refresh()
     } catch (err) {
       throw fromNative(err)
     }
@@ -820,7 +874,7 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
           timer = undefined
           let seen: number
           try {
-            seen = this.#closed ? next + 1 : this.#native.refresh()
+            seen = this.#closed ? next + 1 : this.#engine.refresh()
           } catch {
             seen = next + 1 // the error surfaces on the read that follows
           }
@@ -847,7 +901,7 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
 
   #readInto(offset: number): number {
     try {
-      return native.hotReadInto(this.#handle, offset, this.#scratch)
+      return this.#js === undefined ? native.hotReadInto(this.#handle, offset, this.#scratch) : this.#js.readInto(offset, this.#scratch)
     } catch (err) {
       throw fromNative(err)
     }
@@ -858,10 +912,11 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     if (this.#closed) throw closedError()
     let buf = Buffer.allocUnsafeSlow(size)
     try {
-      let bytes = native.hotReadBatchInto(this.#handle, from, maxRecords, maxBytes, buf)
+      const js = this.#js
+      let bytes = js === undefined ? native.hotReadBatchInto(this.#handle, from, maxRecords, maxBytes, buf) : js.readBatchInto(from, maxRecords, maxBytes, buf)
       if (bytes < 0) {
         buf = Buffer.allocUnsafeSlow(-bytes)
-        bytes = native.hotReadBatchInto(this.#handle, from, 1, -bytes, buf)
+        bytes = js === undefined ? native.hotReadBatchInto(this.#handle, from, 1, -bytes, buf) : js.readBatchInto(from, 1, -bytes, buf)
       }
       return [buf, bytes]
     } catch (err) {
@@ -899,8 +954,8 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     this.#check()
     if (options === null || typeof options !== 'object') throw typeError('options must be an object')
     // A reader's refresh also drops segments the writer removed: read firstOffset after it.
-    const next = this.#readOnly ? this.#refresh() : this.#native.nextOffset
-    const first = this.#native.firstOffset
+    const next = this.#readOnly ? this.#refresh() : this.#engine.nextOffset
+    const first = this.#engine.firstOffset
     const { since, to = next } = options
     let { from = first } = options
     if (from instanceof Cursor) from = from.position
@@ -913,6 +968,18 @@ export class Log<T = Uint8Array> implements AsyncDisposable {
     if (from < first) throw rangeError('ERR_SEGLOG_OFFSET_OUT_OF_RANGE', `from (${from}) is below firstOffset (${first})`)
     return [from, Math.min(to, next)]
   }
+}
+
+let warnedJsFallback = false
+
+/** Once per process: the native addon could not be loaded, so the JS engine runs. */
+function warnJsFallback(why: string): void {
+  if (warnedJsFallback) return
+  warnedJsFallback = true
+  process.emitWarning(`seglog: the native addon cannot be loaded (${why}); using the pure-TypeScript engine (engine: 'js'), which is slower and lacks some features`, {
+    code: 'SEGLOG_JS_FALLBACK',
+    type: 'SeglogWarning',
+  })
 }
 
 function readU64(buf: Buffer, at: number): number {
