@@ -57,7 +57,7 @@ import path from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { setImmediate as immediate } from 'node:timers/promises'
 import { PAYLOAD_BYTES, payloadFor, checkPayload } from './payload.mjs'
-import { Samples, spread, drainDirty, machineLoad, machineCpu, deviceWriteStats, buildId, environment } from './durable/lib.mjs'
+import { Samples, spread, drainDirty, machineLoad, machineCpu, deviceWriteStats, buildId, environment, isMemoryFs, snapshotBuild } from './harness.mjs'
 
 const SCRIPT = fileURLToPath(import.meta.url)
 const HERE = path.dirname(SCRIPT)
@@ -435,11 +435,6 @@ async function childTail(name, { dir: parentDir, records, warmup, periodMs }) {
 // ---------------------------------------------------------------------------
 // Parent: environment, trials, table, JSON.
 
-function isMemoryFs(dir) {
-  const t = spawnSync('stat', ['-f', '-c', '%T', dir], { encoding: 'utf8' }).stdout?.trim()
-  return t === 'tmpfs' || t === 'ramfs'
-}
-
 async function parent() {
   const quick = flag('--quick')
   const trials = Number(opt('--trials', quick ? 1 : 5))
@@ -481,8 +476,7 @@ async function parent() {
 
   // Every child loads seglog from a snapshot of dist/ and native/ taken now (just after
   // `npm run build`), so a rebuild by someone else during the run cannot mix builds.
-  const lib = fs.mkdtempSync(path.join(os.tmpdir(), 'seglog-durable-build-'))
-  for (const d of ['dist', 'native']) fs.cpSync(path.join(ROOT, d), path.join(lib, d), { recursive: true })
+  const lib = snapshotBuild(ROOT)
   env.benchBuildId = buildId(lib)
 
   const started = Date.now()

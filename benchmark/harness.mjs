@@ -1,7 +1,8 @@
-// Helpers for benchmark/durable.mjs: statistics, machine state (dirty pages, CPU
-// load), the environment record. Built-in modules only.
+// Shared by every benchmark (suite.mjs, log-throughput.mjs, durable.mjs): statistics,
+// machine state (dirty pages, CPU and disk load, device counters), the environment
+// record, and the build snapshot children load seglog from. Built-in modules only.
 
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawnSync } from 'node:child_process'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
@@ -203,4 +204,35 @@ export function environment(root, tmp) {
         }
       : null,
   }
+}
+
+/** True when `dir` is on a memory-backed file system (durable figures would mean nothing there). */
+export function isMemoryFs(dir) {
+  const t = spawnSync('stat', ['-f', '-c', '%T', dir], { encoding: 'utf8' }).stdout?.trim()
+  return t === 'tmpfs' || t === 'ramfs'
+}
+
+/**
+ * Copies dist/ and native/ to a fresh directory under `parent` and returns it: children
+ * load seglog from there, so a rebuild by someone else during a run cannot mix builds.
+ */
+export function snapshotBuild(root, parent = os.tmpdir()) {
+  const lib = fs.mkdtempSync(path.join(parent, 'seglog-bench-build-'))
+  for (const d of ['dist', 'native']) fs.cpSync(path.join(root, d), path.join(lib, d), { recursive: true })
+  // dist/index.js finds the addon through the package root.
+  fs.copyFileSync(path.join(root, 'package.json'), path.join(lib, 'package.json'))
+  return lib
+}
+
+/** Versions of the named packages installed under `nodeModules` (null when missing). */
+export function packageVersions(nodeModules, names) {
+  const out = {}
+  for (const n of names) {
+    try {
+      out[n] = JSON.parse(fs.readFileSync(path.join(nodeModules, n, 'package.json'), 'utf8')).version
+    } catch {
+      out[n] = null
+    }
+  }
+  return out
 }

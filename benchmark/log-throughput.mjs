@@ -22,13 +22,13 @@
 // memcpy reference measured in the same run. Reads run on a log written by the
 // same child, closed and reopened (page cache warm).
 
-import { spawnSync, execFileSync } from 'node:child_process'
-import crypto from 'node:crypto'
+import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { PAYLOAD_BYTES, fillPayload, payloadFor, checkPayload, embeddedOffset } from './payload.mjs'
+import { median, drainDirty, machineLoad, buildId, environment } from './harness.mjs'
 
 const SCRIPT = fileURLToPath(import.meta.url)
 const HERE = path.dirname(SCRIPT)
@@ -319,7 +319,7 @@ function parent() {
   if (!fs.existsSync(path.join(ROOT, 'dist', 'index.mjs'))) fail('dist/ is missing: run `npm run build` first')
   fs.mkdirSync(tmp, { recursive: true })
 
-  const env = environment(tmp)
+  const env = environment(ROOT, tmp)
   const log = (s) => process.stderr.write(s + '\n')
   log(`seglog ${env.seglogVersion} (${env.gitCommit}${env.gitDirty ? ', dirty tree' : ''}) on ${env.cpuModel}, ${env.cores} cores, ` +
     `Linux ${env.kernel}, ${env.fsType} at ${tmp}, Node ${env.node}`)
@@ -333,9 +333,10 @@ function parent() {
     // Interleave workloads, rotating the order so none always runs first or last.
     const order = workloads.map((_, i) => workloads[(i + t) % workloads.length])
     for (const w of order) {
-      const dirtyKb = drainDirty()
-      let busy = cpuBusy(250)
-      for (const until = Date.now() + waitIdleS * 1000; busy > BUSY_WARN && Date.now() < until; ) busy = cpuBusy(250)
+      // Write back dirty page cache an earlier child left (over 64 MiB), without waiting for it to settle.
+      const dirtyKb = drainDirty({ thresholdKb: 64 * 1024, maxWaitMs: 0 }).dirtyKbBefore
+      let busy = machineLoad(250).cpu
+      for (const until = Date.now() + waitIdleS * 1000; busy > BUSY_WARN && Date.now() < until; ) busy = machineLoad(250).cpu
       const cargs = [SCRIPT, '--child', w.name, '--records', String(sizes.records), '--gets', String(sizes.gets),
         '--warmup', String(sizes.warmup), '--dir', tmp]
       const p = spawnSync(process.execPath, cargs, { encoding: 'utf8', timeout: 180_000, maxBuffer: 1 << 20 })
@@ -353,7 +354,7 @@ function parent() {
       r.trial = t + 1
       r.dirtyKbBefore = dirtyKb
       r.cpuBusyBefore = busy
-      r.buildId = buildId()
+      r.buildId = buildId(ROOT)
       runs.push(r)
       log(`  trial ${t + 1} ${w.name.padEnd(11)} ${r.mps.toFixed(2).padStart(7)} M/s  ` +
         `(${(r.ns / 1e6).toFixed(0)} ms window, ${r.cpuNsPerOp.toFixed(0)} ns CPU/op${r.segmentRolls !== undefined ? `, ${r.segmentRolls} segment rolls` : ''})` +
@@ -443,99 +444,7 @@ function parent() {
   if (failures.length > 0) process.exit(1)
 }
 
-/** Fraction of all CPUs busy (not idle or iowait) over the next `ms` milliseconds. */
-function cpuBusy(ms) {
-  const sample = () => {
-    const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number)
-    const idle = f[3] + (f[4] || 0)
-    return { idle, total: f.reduce((a, b) => a + b, 0) }
-  }
-  const a = sample()
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms)
-  const b = sample()
-  const total = b.total - a.total
-  return total > 0 ? +(1 - (b.idle - a.idle) / total).toFixed(3) : 0
-}
-
-function median(xs) {
-  const s = [...xs].sort((a, b) => a - b)
-  const m = s.length >> 1
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2
-}
-
 function fail(msg) {
   console.error(msg)
   process.exit(2)
-}
-
-function sh(cmd, argv) {
-  try {
-    return execFileSync(cmd, argv, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()
-  } catch {
-    return null
-  }
-}
-
-function meminfoKb(key) {
-  const m = fs.readFileSync('/proc/meminfo', 'utf8').match(new RegExp(`^${key}:\\s+(\\d+)`, 'm'))
-  return m ? Number(m[1]) : null
-}
-
-/** Dirty page-cache kB; if above 64 MiB (left by an earlier child), write it back first. */
-function drainDirty() {
-  let dirty = meminfoKb('Dirty')
-  if (dirty !== null && dirty > 64 * 1024) {
-    sh('sync', [])
-    dirty = meminfoKb('Dirty')
-  }
-  return dirty
-}
-
-/** Short hash of the native addon and dist/*.js: changes whenever either is rebuilt. */
-function buildId() {
-  const h = crypto.createHash('sha256')
-  for (const d of ['native', 'dist']) {
-    const dir = path.join(ROOT, d)
-    if (!fs.existsSync(dir)) continue
-    for (const f of fs.readdirSync(dir).sort()) {
-      if (f.endsWith('.node') || f.endsWith('.js') || f.endsWith('.mjs')) h.update(f).update(fs.readFileSync(path.join(dir, f)))
-    }
-  }
-  return h.digest('hex').slice(0, 12)
-}
-
-function environment(tmp) {
-  const cpuinfo = fs.readFileSync('/proc/cpuinfo', 'utf8')
-  const model = cpuinfo.match(/^model name\s*:\s*(.*)$/m)
-  const flags = cpuinfo.match(/^flags\s*:\s*(.*)$/m)
-  const hv = flags && /\bhypervisor\b/.test(flags[1])
-  const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'))
-  const nativeDir = path.join(ROOT, 'native')
-  const addon = fs.readdirSync(nativeDir).find((f) => f.endsWith('.node'))
-  const addonPath = addon ? path.join(nativeDir, addon) : null
-  const gitStatus = sh('git', ['-C', ROOT, 'status', '--porcelain', '--untracked-files=no'])
-  return {
-    cpuModel: model ? model[1].trim() : os.cpus()[0]?.model,
-    cores: os.cpus().length,
-    virtualized: hv,
-    memoryGb: +(os.totalmem() / 2 ** 30).toFixed(1),
-    kernel: os.release(),
-    loadavg: os.loadavg().map((x) => +x.toFixed(2)),
-    fsType: sh('stat', ['-f', '-c', '%T', tmp]),
-    mountFsType: sh('findmnt', ['-n', '-o', 'FSTYPE', '--target', tmp]),
-    tmpDir: tmp,
-    node: process.version,
-    v8: process.versions.v8,
-    seglogVersion: pkg.version,
-    gitCommit: sh('git', ['-C', ROOT, 'rev-parse', '--short=12', 'HEAD']),
-    gitDirty: gitStatus === null ? null : gitStatus.length > 0,
-    buildId: buildId(),
-    addon: addonPath
-      ? {
-          file: path.relative(ROOT, addonPath),
-          sha256: crypto.createHash('sha256').update(fs.readFileSync(addonPath)).digest('hex').slice(0, 16),
-          mtime: fs.statSync(addonPath).mtime.toISOString(),
-        }
-      : null,
-  }
 }
