@@ -121,6 +121,7 @@ export class Store<V = Uint8Array> implements AsyncDisposable {
   /** Snapshots and compactions run one at a time, in this chain. */
   #maintenance: Promise<unknown> = Promise.resolve()
   #maintaining = false
+  #autoQueued = false
   #autoSnapshotError: string | undefined
   #lastCompaction: CompactResult | undefined
 
@@ -548,11 +549,14 @@ export class Store<V = Uint8Array> implements AsyncDisposable {
     const framed = bytes + RECORD_HEADER + FRAME_OVERHEAD
     this.#commit.appended(framed)
     this.#sinceSnapshot += framed
-    if (this.#snapshotEvery > 0 && this.#sinceSnapshot >= this.#snapshotEvery && !this.#maintaining) this.#autoSnapshot()
+    if (this.#snapshotEvery > 0 && this.#sinceSnapshot >= this.#snapshotEvery && !this.#maintaining && !this.#autoQueued) this.#autoSnapshot()
   }
 
   #autoSnapshot(): void {
+    // Queued once: the writes that follow in this tick must not queue more.
+    this.#autoQueued = true
     void this.#exclusive(async () => {
+      this.#autoQueued = false
       if (this.#closed || this.#commit.poison !== undefined || this.#sinceSnapshot < this.#snapshotEvery) return
       try {
         await this.#snapshot()
@@ -631,6 +635,8 @@ export class Store<V = Uint8Array> implements AsyncDisposable {
 function checkKey(key: unknown): asserts key is StoreKey {
   if (typeof key === 'string') {
     if (key.length === 0) throw rangeError('ERR_SEGLOG_INVALID_ARGUMENT', 'a string key must not be empty')
+    // A lone surrogate has no UTF-8 form: it would become U+FFFD and merge with other keys.
+    if (!(key as unknown as WellFormed).isWellFormed()) throw rangeError('ERR_SEGLOG_INVALID_ARGUMENT', 'a string key must be well-formed UTF-16 (it has a lone surrogate)')
     // Longer than 1024 bytes of UTF-8 is caught by the engine (it needs the encoding).
     return
   }
@@ -641,6 +647,11 @@ function checkKey(key: unknown): asserts key is StoreKey {
     return
   }
   throw typeError(`key must be a string or a safe non-negative integer, got ${key === null ? 'null' : typeof key}`)
+}
+
+/** `String.prototype.isWellFormed` (ES2024, in Node >= 20). */
+interface WellFormed {
+  isWellFormed(): boolean
 }
 
 function keyLength(key: StoreKey): number {

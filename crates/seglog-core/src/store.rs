@@ -299,7 +299,11 @@ fn hash_key(hasher: &foldhash::fast::FixedState, key: Key<'_>) -> u64 {
 /// Does the entry's record hold `key`? (Reads the key from the log; no CRC, see
 /// `Log::payload_at_unchecked`.)
 #[inline]
-fn holds_key(log: &Log, e: &Entry, key: Key<'_>) -> bool {
+fn holds_key(log: &Log, e: &Entry, hash: u64, key: Key<'_>) -> bool {
+    // The full hash first: the table only compared 7 bits of it.
+    if e.hash != hash {
+        return false;
+    }
     match log.payload_at_unchecked(e.offset, e.pos as usize) {
         Some(p) => decode_record(p).is_ok_and(|r| r.key == key),
         None => false,
@@ -489,7 +493,7 @@ impl Store {
         }
         let hash = hash_key(&self.hasher, key);
         let log = &self.log;
-        let Some(e) = self.table.find(hash, |e| holds_key(log, e, key)) else { return Ok(None) };
+        let Some(e) = self.table.find(hash, |e| holds_key(log, e, hash, key)) else { return Ok(None) };
         let payload = log.payload_at(e.offset, e.pos as usize)?;
         let r = decode_record(payload).map_err(|why| Error::corrupt(log.dir(), Some(e.offset), Some(e.pos as u64), why))?;
         Ok(Some(r.value))
@@ -501,7 +505,7 @@ impl Store {
             return Err(Error::Closed);
         }
         let hash = hash_key(&self.hasher, key);
-        Ok(self.table.find(hash, |e| holds_key(&self.log, e, key)).is_some())
+        Ok(self.table.find(hash, |e| holds_key(&self.log, e, hash, key)).is_some())
     }
 
     /// Number of live keys.
@@ -834,7 +838,7 @@ impl Store {
 /// Points `key` at `entry` (a PUT): replaces the key's entry or adds one.
 #[inline]
 fn set_entry(log: &Log, table: &mut HashTable<Entry>, live_bytes: &mut u64, hash: u64, key: Key<'_>, entry: Entry) {
-    match table.find_mut(hash, |e| holds_key(log, e, key)) {
+    match table.find_mut(hash, |e| holds_key(log, e, hash, key)) {
         Some(e) => {
             *live_bytes -= e.framed as u64;
             *e = entry;
@@ -849,7 +853,7 @@ fn set_entry(log: &Log, table: &mut HashTable<Entry>, live_bytes: &mut u64, hash
 /// Removes `key`'s entry (a DELETE), if any.
 #[inline]
 fn remove_entry(log: &Log, table: &mut HashTable<Entry>, live_bytes: &mut u64, hash: u64, key: Key<'_>) {
-    if let Ok(e) = table.find_entry(hash, |e| holds_key(log, e, key)) {
+    if let Ok(e) = table.find_entry(hash, |e| holds_key(log, e, hash, key)) {
         *live_bytes -= e.get().framed as u64;
         e.remove();
     }
