@@ -1,6 +1,6 @@
 import { setImmediate as nextMacrotask } from 'node:timers/promises'
 
-import { native } from './native'
+import { loadNative, native, nativeLoadError } from './native'
 import { codecs, checkCodec, isFastCodec, type Codec, type FastCodec } from './codecs'
 import { checkUint, fromNative, fromOutcome, rangeError, seglogError, typeError, type SeglogError } from './errors'
 import { GroupCommit, type Durability } from './group-commit'
@@ -177,6 +177,9 @@ export class Store<V = Uint8Array> implements AsyncDisposable {
     if (durability !== 'none' && durability !== 'interval' && durability !== 'sync') {
       if (typeof durability !== 'string') throw typeError(`durability must be a string, got ${typeof durability}`)
       throw rangeError('ERR_SEGLOG_INVALID_ARGUMENT', `durability must be 'none', 'interval' or 'sync', got '${durability}'`)
+    }
+    if (loadNative() === undefined) {
+      throw seglogError('ERR_SEGLOG_UNSUPPORTED', `Store needs the native engine, which could not be loaded on this platform (engine: 'js' has no store): ${nativeLoadError()?.message}`)
     }
     const started = performance.now()
     let nativeStore: NativeStore
