@@ -301,6 +301,10 @@ export class Store<V = Uint8Array> implements AsyncDisposable {
       if (!Array.isArray(entry) || entry.length !== 2) throw typeError('putBatch takes an iterable of [key, value] pairs')
       const [key, value] = entry as [StoreKey, V]
       checkKey(key)
+      // (get/put check this in the engine; the batch's keys cross N-API as UTF-8.)
+      if (typeof key === 'string' && !(key as unknown as { isWellFormed(): boolean }).isWellFormed()) {
+        throw rangeError('ERR_SEGLOG_INVALID_ARGUMENT', 'a string key must be well-formed UTF-16 (it has a lone surrogate)')
+      }
       const encoded = this.#encode(value)
       this.#checkSize(key, encoded.length)
       keys.push(key)
@@ -638,9 +642,8 @@ export class Store<V = Uint8Array> implements AsyncDisposable {
 function checkKey(key: unknown): asserts key is StoreKey {
   if (typeof key === 'string') {
     if (key.length === 0) throw rangeError('ERR_SEGLOG_INVALID_ARGUMENT', 'a string key must not be empty')
-    // A lone surrogate has no UTF-8 form: it would become U+FFFD and merge with other keys.
-    if (!(key as unknown as WellFormed).isWellFormed()) throw rangeError('ERR_SEGLOG_INVALID_ARGUMENT', 'a string key must be well-formed UTF-16 (it has a lone surrogate)')
-    // Longer than 1024 bytes of UTF-8 is caught by the engine (it needs the encoding).
+    // Longer than 1024 bytes of UTF-8, or not well-formed UTF-16 (a lone surrogate has no
+    // UTF-8 form), is refused by the engine, which encodes the key.
     return
   }
   if (typeof key === 'number') {
@@ -650,11 +653,6 @@ function checkKey(key: unknown): asserts key is StoreKey {
     return
   }
   throw typeError(`key must be a string or a safe non-negative integer, got ${key === null ? 'null' : typeof key}`)
-}
-
-/** `String.prototype.isWellFormed` (ES2024, in Node >= 20). */
-interface WellFormed {
-  isWellFormed(): boolean
 }
 
 function keyLength(key: StoreKey): number {

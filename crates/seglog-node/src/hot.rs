@@ -96,13 +96,17 @@ impl Args {
     }
 }
 
-/// Room for a string key read from JS: a key longer than `MAX_KEY_BYTES` is noticed
-/// because N-API then fills more than `MAX_KEY_BYTES` bytes (it copies at most
-/// `len - 1` bytes and never splits a character, so at least `len - 4`).
-const KEY_BUF_LEN: usize = 3 * MAX_KEY_BYTES + 4;
+/// Room for a string key read from JS, in UTF-16 units: a key of at most
+/// `MAX_KEY_BYTES` bytes of UTF-8 has at most that many units (each unit encodes to at
+/// least one byte), so filling more than `MAX_KEY_BYTES` units means too long.
+const KEY_UNITS: usize = MAX_KEY_BYTES + 2;
+/// Room for the key's UTF-8 (3 bytes per unit at most).
+pub(crate) const KEY_BUF_LEN: usize = 3 * MAX_KEY_BYTES;
 
 impl Args {
-    /// A store key argument: a string (its UTF-8 bytes go to `buf`) or a number.
+    /// A store key argument: a string (its UTF-8 goes to `buf`) or a number. The string
+    /// is read as UTF-16 and encoded here, so a lone surrogate is refused rather than
+    /// turned into U+FFFD (two different keys would then be one).
     fn key<'b>(&self, i: usize, buf: &'b mut [u8; KEY_BUF_LEN]) -> Result<Key<'b>, JsFailure> {
         let fail = || JsFailure::Type("key must be a string or a safe non-negative integer".into());
         let value = self.value(i).ok_or_else(fail)?;
@@ -116,16 +120,26 @@ impl Args {
         if t != sys::ValueType::napi_string {
             return Err(fail());
         }
+        let mut units = [0u16; KEY_UNITS];
         let mut copied = 0usize;
-        // SAFETY: `buf` has room for `buf.len()` bytes including the NUL N-API writes.
-        let status = unsafe { sys::napi_get_value_string_utf8(self.env, value, buf.as_mut_ptr() as *mut c_char, buf.len(), &mut copied) };
+        // SAFETY: `units` has room for `units.len()` units including the NUL N-API writes.
+        let status = unsafe { sys::napi_get_value_string_utf16(self.env, value, units.as_mut_ptr(), units.len(), &mut copied) };
         if status != sys::Status::napi_ok {
             return Err(fail());
         }
+        let too_long = || JsFailure::Engine(Error::InvalidArgument(format!("a string key must be at most {MAX_KEY_BYTES} bytes of UTF-8")));
         if copied > MAX_KEY_BYTES {
-            return Err(JsFailure::Engine(Error::InvalidArgument(format!("a string key must be at most {MAX_KEY_BYTES} bytes of UTF-8"))));
+            return Err(too_long());
         }
-        Ok(Key::Str(&buf[..copied]))
+        let mut len = 0;
+        for c in char::decode_utf16(units[..copied].iter().copied()) {
+            let c = c.map_err(|_| JsFailure::Engine(Error::InvalidArgument("a string key must be well-formed UTF-16 (it has a lone surrogate)".into())))?;
+            len += c.encode_utf8(&mut buf[len..]).len();
+        }
+        if len > MAX_KEY_BYTES {
+            return Err(too_long());
+        }
+        Ok(Key::Str(&buf[..len]))
     }
 }
 
