@@ -16,6 +16,8 @@ use crate::segment::{parse_segment_file_name, segment_file_name, Segment, Walk, 
 use crate::sys;
 
 pub const LOCK_FILE_NAME: &str = "seglog.lock";
+/// The lock file of the pure-TypeScript engine (FORMAT.md 6.1).
+pub const JS_LOCK_FILE_NAME: &str = "seglog.jslock";
 pub const DEFAULT_SEGMENT_BYTES: usize = 64 << 20;
 pub const DEFAULT_INDEX_INTERVAL_BYTES: usize = 4096;
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 16 << 20;
@@ -1293,10 +1295,34 @@ fn take_lock(dir: &Path) -> Result<File> {
         .open(&path)
         .map_err(Error::io("open lock file", &path))?;
     match sys::try_lock_exclusive(&file) {
-        Ok(true) => Ok(file),
-        Ok(false) => Err(Error::Locked { path }),
-        Err(e) => Err(Error::io("lock", &path)(e)),
+        Ok(true) => {}
+        Ok(false) => return Err(Error::Locked { path }),
+        Err(e) => return Err(Error::io("lock", &path)(e)),
     }
+    // The pure-TypeScript engine cannot flock: it holds `seglog.jslock` instead and
+    // checks for our flock after creating it (FORMAT.md 6.1). Taking ours and then
+    // checking for its file makes the two exclusive whichever comes first.
+    let js = dir.join(JS_LOCK_FILE_NAME);
+    match fs::read_to_string(&js) {
+        Ok(text) if js_lock_is_live(&text) => Err(Error::Locked { path: js }),
+        Ok(_) => Ok(file),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(file),
+        Err(e) => Err(Error::io("read lock file", &js)(e)),
+    }
+}
+
+/// `seglog.jslock` holds `<pid> <host> <token>`: live unless it names a process of this
+/// host that is gone (an unreadable one counts as live: refusing is the safe side).
+fn js_lock_is_live(text: &str) -> bool {
+    let mut parts = text.split_whitespace();
+    let (Some(pid), Some(host)) = (parts.next().and_then(|p| p.parse::<u32>().ok()), parts.next()) else {
+        return true;
+    };
+    let this_host = fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    if host != this_host {
+        return true;
+    }
+    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Segment files in base-offset order. A writer (`removed` given) deletes leftover
