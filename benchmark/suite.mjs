@@ -11,6 +11,7 @@
 //              durable-1, durable-16, durable-256, scan, get, open-1GiB, kv-put, kv-get;
 //              libraries: seglog, seglog-js, hand-rolled, lmdb, better-sqlite3,
 //              classic-level, hypercore, memcpy). seglog is always kept: ratios need it.
+// --report F  only rewrite latest.md and the charts from results JSON F
 // --dir PARENT where data goes (default os.tmpdir(), unless memory-backed: then
 //              benchmark/.tmp on the repo's disk)
 //
@@ -56,9 +57,11 @@ function fail(msg) {
   process.exit(2)
 }
 
-/** Installs benchmark/package.json's peers on first use. */
+/** Installs benchmark/package.json's peers on first use (or when a required one is missing). */
 function ensurePeers() {
-  if (fs.existsSync(path.join(HERE, 'node_modules', '.package-lock.json'))) return
+  const { dependencies } = JSON.parse(fs.readFileSync(path.join(HERE, 'package.json'), 'utf8'))
+  const installed = (name) => fs.existsSync(path.join(HERE, 'node_modules', name, 'package.json'))
+  if (Object.keys(dependencies).every(installed)) return
   say('installing the peers (benchmark/package.json) with `npm install --prefix benchmark` ...')
   const p = spawnSync('npm', ['install', '--prefix', HERE, '--no-audit', '--no-fund'], { stdio: ['ignore', 2, 2] })
   if (p.status !== 0) fail('npm install --prefix benchmark failed')
@@ -68,6 +71,13 @@ ensurePeers()
 const { LIBRARIES } = await import('./suite/peers.mjs')
 const { WORKLOADS, SIZES } = await import('./suite/workloads.mjs')
 const { summarize, evaluateGoals, markdown, stdoutSummary, charts } = await import('./suite/report.mjs')
+
+// --report FILE: rewrite latest.md and the charts from a results JSON, running nothing.
+if (opt('--report')) {
+  const result = JSON.parse(fs.readFileSync(opt('--report'), 'utf8'))
+  writeReports(result)
+  process.exit(0)
+}
 
 const quick = flag('--quick')
 const trials = Number(opt('--trials', quick ? 1 : 5))
@@ -216,11 +226,15 @@ const config = { quick, trials, size, ...sizes, only, busyWarn: BUSY_WARN }
 const result = { benchmark: 'suite', date: new Date(started).toISOString(), elapsedS, env, config, workloads, libraries: libraries.map((l) => ({ id: l.id, label: l.label })), summary, goals, unavailable, failures, runs }
 fs.mkdirSync(RESULTS, { recursive: true })
 fs.writeFileSync(path.join(RESULTS, 'latest.json'), JSON.stringify(result, null, 2) + '\n')
-fs.writeFileSync(path.join(RESULTS, 'latest.md'), markdown(result))
-for (const [file, svg] of Object.entries(charts(result))) fs.writeFileSync(path.join(RESULTS, file), svg)
+writeReports(result)
 console.log(stdoutSummary(result))
 console.log(`results: benchmark/results/latest.json, latest.md, ${Object.keys(charts(result)).join(', ')}; ${elapsedS.toFixed(0)} s`)
 if (failures.length > 0) process.exit(1)
+
+function writeReports(result) {
+  fs.writeFileSync(path.join(RESULTS, 'latest.md'), markdown(result))
+  for (const [file, svg] of Object.entries(charts(result))) fs.writeFileSync(path.join(RESULTS, file), svg)
+}
 
 function sqliteVersion() {
   const p = spawnSync(process.execPath, ['-e', "try{const D=require('better-sqlite3');console.log(new D(':memory:').prepare('select sqlite_version()').pluck().get())}catch{}"], { cwd: HERE, encoding: 'utf8' })

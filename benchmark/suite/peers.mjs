@@ -384,7 +384,10 @@ export const LIBRARIES = [
   { id: 'classic-level', label: 'classic-level', packages: ['classic-level'], adapter: levelAdapter, notFor: () => null },
   {
     id: 'hypercore', label: 'hypercore', packages: ['hypercore'], adapter: hypercoreAdapter,
-    notFor: (w) => notKv(w) ?? (w.durable ? 'no per-append durability option' : null),
+    notFor: (w) =>
+      notKv(w) ??
+      (w.durable ? 'no per-append durability option' : null) ??
+      (w.kind === 'open' ? "refuses to open a copy of its directory ('Invalid device file, was moved unsafely'), and every trial needs a fresh copy of the crashed log" : null),
   },
   {
     id: 'memcpy', label: 'memcpy (Buffer.copy)', packages: ['mitata'], adapter: memcpyAdapter,

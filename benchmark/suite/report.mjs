@@ -77,9 +77,12 @@ function absent(summary, workloadId, lib) {
   return `${lib}: ${s.unavailable ?? s.na ?? (s.failed ? 'failed' : 'no result')}`
 }
 
+/** seglog's key-value rows are its Store. */
+const labelFor = (l, w) => (l.id === 'seglog' && w.kind === 'kv' ? 'seglog Store' : l.label)
+
 const fmtRate = (x) => (x >= 1e6 ? `${(x / 1e6).toFixed(2)} M` : x >= 1e3 ? `${(x / 1e3).toFixed(1)} k` : x.toFixed(0))
 const fmtValue = (w, x) => (w.lowerIsBetter ? `${x.toFixed(x < 10 ? 2 : 0)} ms` : `${fmtRate(x)}/s`)
-const fmtX = (x) => (x === undefined ? '-' : x >= 10 ? `${x.toFixed(0)}x` : x >= 0.1 ? `${x.toFixed(1)}x` : `${x.toFixed(2)}x`)
+const fmtX = (x) => (x === undefined ? '-' : x >= 10 ? `${x.toFixed(0)}x` : x >= 0.1 ? `${x.toFixed(1)}x` : `${x.toPrecision(2)}x`)
 
 export function markdown(result) {
   const { env, config, summary, goals, workloads, libraries } = result
@@ -110,7 +113,7 @@ export function markdown(result) {
   L.push(`- Windows: ${config.windowMs} ms (capped at ${Object.entries(config.maxOps).map(([b, n]) => `${n.toLocaleString('en-US')} x ${b} B`).join(', ')}); durable: ${config.durableWarmupMs} ms warm-up + ${config.durableWindowMs} ms; ` +
     `reads on ${config.readRecords.toLocaleString('en-US')} records written once per run (page cache warm); key-value gets on ${config.kvKeys.toLocaleString('en-US')} keys; ` +
     `open: a fresh copy of a ${(config.imageBytes / 2 ** 20).toFixed(0)} MiB log (100 B payloads) whose writer was killed with SIGKILL, timed from open until the next offset is known.`)
-  L.push('- open-1GiB: hypercore refuses to open a copied directory (\'Invalid device file, was moved unsafely\'), so it has no figure there; every other library opens a fresh copy of its image per trial.')
+  L.push('- open-1GiB: every library opens a fresh copy of its crashed log per trial; hypercore refuses to open a copied directory (\'Invalid device file, was moved unsafely\'), so it has no figure there.')
   L.push('- Async APIs (lmdb `put`, classic-level, hypercore) run with 1000 calls in flight; durable cases run N callers, each awaiting one append at a time.')
   L.push('')
   for (const w of workloads) {
@@ -124,11 +127,11 @@ export function markdown(result) {
       if (!s) continue
       if (s.median === undefined) {
         if (s.na) continue
-        L.push(`| ${l.label} | ${s.unavailable ? `unavailable: ${s.unavailable.replace(/\|/g, '/')}` : 'failed'} |  |  |  |  |${ack ? '  |' : ''}  |`)
+        L.push(`| ${labelFor(l, w)} | ${s.unavailable ? `unavailable: ${s.unavailable.replace(/\|/g, '/')}` : 'failed'} |  |  |  |  |${ack ? '  |' : ''}  |`)
         continue
       }
       const cpu = w.lowerIsBetter ? s.cpuMs?.median.toFixed(1) ?? '' : s.cpuNsPerOp.median.toFixed(0)
-      L.push(`| ${l.label} | ${fmtValue(w, s.median)} | ${fmtValue(w, s.min)} - ${fmtValue(w, s.max)} | ${fmtX(s.xBaseline)} | ` +
+      L.push(`| ${labelFor(l, w)} | ${fmtValue(w, s.median)} | ${fmtValue(w, s.min)} - ${fmtValue(w, s.max)} | ${fmtX(s.xBaseline)} | ` +
         `${w.lowerIsBetter ? s.diskMb ?? '' : s.mbPerS.median.toFixed(0)} | ${cpu} |` +
         `${ack ? ` ${s.ackMsP50.median.toFixed(2)} / ${s.ackMsP99.median.toFixed(2)} |` : ''} ${s.api ?? ''}${s.recordsLost ? `${s.api ? '; ' : ''}${s.recordsLost.toLocaleString('en-US')} unflushed records lost at the kill` : ''} |`)
     }
@@ -187,9 +190,9 @@ export function charts(result) {
 }
 
 function chart(title, ws, result) {
-  const W = 860
+  const W = 900
   const labelW = 190
-  const barMax = 470
+  const barMax = 480
   const rowH = 22
   const parts = []
   let y = 48
@@ -203,7 +206,7 @@ function chart(title, ws, result) {
     measured.sort((a, b) => speed(b.s.median) - speed(a.s.median))
     for (const { l, s } of [...measured, ...rows.filter((r) => r.s.median === undefined)]) {
       const cy = y + rowH / 2
-      parts.push(`<text x="${labelW - 8}" y="${cy + 4}" text-anchor="end">${esc(l.label)}</text>`)
+      parts.push(`<text x="${labelW - 8}" y="${cy + 4}" text-anchor="end">${esc(labelFor(l, w))}</text>`)
       if (s.median === undefined) {
         const why = s.unavailable ? `unavailable: ${s.unavailable}` : 'failed'
         parts.push(`<text x="${labelW}" y="${cy + 4}" class="na">${esc(why.length > 90 ? why.slice(0, 87) + '...' : why)}</text>`)
@@ -211,30 +214,34 @@ function chart(title, ws, result) {
         const len = top > 0 ? Math.max(1.5, (speed(s.median) / top) * barMax) : 0
         const color = COLORS[l.id] ?? '#495057'
         parts.push(`<rect x="${labelW}" y="${y + 3}" width="${len.toFixed(1)}" height="${rowH - 6}" fill="${color}" rx="2"/>`)
+        let end = labelW + len
         if (s.trials > 1) {
           const a = labelW + (speed(w.lowerIsBetter ? s.max : s.min) / top) * barMax
           const b = labelW + (speed(w.lowerIsBetter ? s.min : s.max) / top) * barMax
           parts.push(`<line x1="${a.toFixed(1)}" x2="${b.toFixed(1)}" y1="${cy}" y2="${cy}" class="wh"/>`)
+          parts.push(`<line x1="${b.toFixed(1)}" x2="${b.toFixed(1)}" y1="${cy - 4}" y2="${cy + 4}" class="wh"/>`)
+          end = Math.max(end, b)
         }
         const x = s.xBaseline === undefined ? '' : fmtX(s.xBaseline)
         const mb = w.kind === 'append' && w.bytes >= 1024 && s.mbPerS ? ` (${(s.mbPerS.median / 1000).toFixed(2)} GB/s)` : ''
-        parts.push(`<text x="${labelW + len + 6}" y="${cy + 4}"><tspan class="x">${esc(x)}</tspan> ${esc(fmtValue(w, s.median) + mb)}</text>`)
+        parts.push(`<text x="${(end + 6).toFixed(1)}" y="${cy + 4}"><tspan class="x">${esc(x)}</tspan> ${esc(fmtValue(w, s.median) + mb)}</text>`)
       }
       y += rowH
     }
     y += 18
   }
   const env = result.env
-  const foot = `${result.config.trials} trial(s), median; whiskers min-max; Nx = speed relative to ${BASELINE} in the same run. ` +
-    `${env.cpuModel}, ${env.cores} cores, Linux ${env.kernel}, ${env.mountFsType}, Node ${env.node}, ${result.date.slice(0, 10)}` +
-    (result.config.quick ? ' (quick smoke run)' : '')
-  const H = y + 24
+  const foot1 = `${result.config.trials} trial(s), one process each; bar = median, whisker = min-max; Nx = speed relative to ${BASELINE} in the same run` +
+    (result.config.quick ? ' (quick smoke run, not for quoting)' : '')
+  const foot2 = `${env.cpuModel}, ${env.cores} cores, Linux ${env.kernel}, ${env.mountFsType}, Node ${env.node}, seglog ${env.gitCommit}, ${result.date.slice(0, 10)}`
+  const H = y + 36
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="system-ui, -apple-system, Segoe UI, Helvetica, Arial, sans-serif" font-size="12">
 <style>.h{font-weight:600;font-size:13px}.t{font-weight:700;font-size:15px}.x{font-weight:700}.na{fill:#868e96;font-style:italic}.wh{stroke:#212529;stroke-width:1.2}.f{fill:#495057;font-size:10.5px}</style>
 <rect width="100%" height="100%" fill="#fff"/>
 <text x="12" y="24" class="t">${esc(title)}</text>
 ${parts.join('\n')}
-<text x="12" y="${H - 10}" class="f">${esc(foot)}</text>
+<text x="12" y="${H - 24}" class="f">${esc(foot1)}</text>
+<text x="12" y="${H - 10}" class="f">${esc(foot2)}</text>
 </svg>
 `
 }
