@@ -165,6 +165,10 @@ pub struct Segment {
     pub max_ts: u64,
     /// Sparse index; a `RefCell` so a lookup that finds it lying can rebuild it.
     index: RefCell<Vec<IndexEntry>>,
+    /// Positions of this segment's first records, one per record (a prefix, grown by
+    /// random reads as they need it): a `get` finds its frame without walking from the
+    /// nearest sparse entry. Cleared when records may have moved (a truncation).
+    dense: RefCell<Vec<u32>>,
     last_entry_position: Option<usize>,
     /// Position of the last record, when known (a reader checks it is still there).
     last_frame: Option<usize>,
@@ -232,6 +236,7 @@ impl Segment {
             min_ts: u64::MAX,
             max_ts: 0,
             index: RefCell::new(Vec::new()),
+            dense: RefCell::new(Vec::new()),
             last_entry_position: None,
             last_frame: None,
             prefaulted_to: 0,
@@ -278,6 +283,7 @@ impl Segment {
             min_ts: u64::MAX,
             max_ts: 0,
             index: RefCell::new(Vec::new()),
+            dense: RefCell::new(Vec::new()),
             last_entry_position: None,
             last_frame: None,
             prefaulted_to: 0,
@@ -385,6 +391,7 @@ impl Segment {
     /// A reader's full re-walk after a truncation: the records now there, as a reader
     /// sees them (a bad frame at the end is "not yet", an open batch stays hidden).
     pub fn rescan_live(&mut self, index_interval: usize) {
+        self.dense.get_mut().clear();
         let mut walk = Walk::from_start(self.base_offset);
         let _ = self.walk(&mut walk, index_interval);
         walk.cut_open_batch();
@@ -456,6 +463,15 @@ impl Segment {
     /// lies is rebuilt from the log before trying again.
     pub fn position_of(&self, offset: u64, index_interval: usize) -> Result<usize> {
         debug_assert!(offset >= self.base_offset && offset < self.next_offset);
+        let (pos, index_lies) = self.position_via_dense((offset - self.base_offset) as usize);
+        if index_lies {
+            // A sparse entry the walk passed disagrees with the frames: repair it now, as
+            // a read through it would have (verify and time lookups use it).
+            self.rebuild_index_in_place(index_interval)?;
+        }
+        if let Some(pos) = pos {
+            return Ok(pos);
+        }
         if let Some(pos) = self.position_via_index(offset) {
             return Ok(pos);
         }
@@ -463,6 +479,47 @@ impl Segment {
         self.position_via_index(offset).ok_or_else(|| {
             Error::corrupt(&self.path, Some(offset), None, "record not found after rebuilding the index")
         })
+    }
+
+    /// The position of record `rel` from the dense index, growing it by walking frames
+    /// (header checks) from the last known one if needed: `None` if a frame fails (the
+    /// sparse path then reports the problem). Also says whether a sparse index entry in
+    /// the walked range disagrees with the frames found.
+    fn position_via_dense(&self, rel: usize) -> (Option<usize>, bool) {
+        if let Some(&pos) = self.dense.borrow().get(rel) {
+            return (Some(pos as usize), false);
+        }
+        let mut dense = self.dense.borrow_mut();
+        let seg = self.bytes();
+        let max_payload = self.max_payload_on_disk();
+        let from = dense.len();
+        let (mut pos, mut at) = match dense.last() {
+            None => (SEGMENT_HEADER_LEN, self.base_offset),
+            Some(&last) => {
+                let at = self.base_offset + dense.len() as u64 - 1;
+                match check_frame_header(seg, last as usize, at, max_payload) {
+                    Frame::Valid(info) => (info.next_position(last as usize), at + 1),
+                    _ => return (None, false),
+                }
+            }
+        };
+        while dense.len() <= rel && at < self.next_offset {
+            match check_frame_header(seg, pos, at, max_payload) {
+                Frame::Valid(info) => {
+                    dense.push(pos as u32);
+                    pos = info.next_position(pos);
+                    at += 1;
+                }
+                _ => return (None, false),
+            }
+        }
+        let index = self.index.borrow();
+        let first = index.partition_point(|e| (e.relative_offset as usize) < from);
+        let lies = index[first..]
+            .iter()
+            .take_while(|e| (e.relative_offset as usize) < dense.len())
+            .any(|e| dense[e.relative_offset as usize] != e.position);
+        (dense.get(rel).map(|&p| p as usize), lies)
     }
 
     fn position_via_index(&self, offset: u64) -> Option<usize> {
@@ -571,6 +628,7 @@ impl Segment {
     /// `check_cut_point`): re-walks the kept records to rebuild extent, timestamps and
     /// index. The caller zeroes and syncs the tail afterwards.
     pub fn cut_at(&mut self, next: u64, index_interval: usize) -> Result<()> {
+        self.dense.get_mut().clear();
         let mut walk = Walk::from_start(self.base_offset);
         let max_payload = self.max_payload_on_disk();
         while walk.next_offset < next {
