@@ -12,6 +12,7 @@
 //              libraries: seglog, seglog-js, hand-rolled, lmdb, better-sqlite3,
 //              classic-level, hypercore, memcpy). seglog is always kept: ratios need it.
 // --report F  only rewrite latest.md and the charts from results JSON F
+// --results D  write latest.json, latest.md and the charts to D (default benchmark/results)
 // --dir PARENT where data goes (default os.tmpdir(), unless memory-backed: then
 //              benchmark/.tmp on the repo's disk)
 //
@@ -41,7 +42,7 @@ import { drainDirty, machineLoad, environment, isMemoryFs, snapshotBuild, packag
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.join(HERE, '..')
 const CHILD = path.join(HERE, 'suite', 'child.mjs')
-const RESULTS = path.join(HERE, 'results')
+const RESULTS = path.resolve(process.argv.includes('--results') ? process.argv[process.argv.indexOf('--results') + 1] : path.join(HERE, 'results'))
 const BUSY_WARN = 0.25
 
 const args = process.argv.slice(2)
@@ -228,7 +229,7 @@ fs.mkdirSync(RESULTS, { recursive: true })
 fs.writeFileSync(path.join(RESULTS, 'latest.json'), JSON.stringify(result, null, 2) + '\n')
 writeReports(result)
 console.log(stdoutSummary(result))
-console.log(`results: benchmark/results/latest.json, latest.md, ${Object.keys(charts(result)).join(', ')}; ${elapsedS.toFixed(0)} s`)
+console.log(`results: ${path.relative(process.cwd(), RESULTS) || '.'}/latest.json, latest.md, ${Object.keys(charts(result)).join(', ')}; ${elapsedS.toFixed(0)} s`)
 if (failures.length > 0) process.exit(1)
 
 function writeReports(result) {
