@@ -567,7 +567,12 @@ test('a damaged, missing, misnamed or garbage snapshot is skipped with a warning
       t.is(s.warnings.length, warnedFiles.length, `${c.name}: ${s.warnings.length} warnings: ${JSON.stringify(s.warnings)}`)
       for (const file of warnedFiles) {
         t.true(file !== undefined && s.warnings.some((w) => w.includes(path.basename(file))), `${c.name}: a warning names ${file && path.basename(file)}: ${JSON.stringify(s.warnings)}`)
-        t.true(file !== undefined && fs.existsSync(file), `${c.name}: the bad snapshot ${file} was not deleted`)
+        // Never deleted; one ahead of the log is set aside as <name>.rejected (FORMAT.md
+        // 10.3), so it cannot be trusted once new writes pass its position.
+        const name = file && path.basename(file)
+        const ahead = name !== undefined && Number(name.slice(0, 20)) > base.nextOffset
+        t.true(file !== undefined && fs.existsSync(ahead ? `${file}.rejected` : file), `${c.name}: the bad snapshot ${file} was not deleted`)
+        if (ahead) t.false(fs.existsSync(file), `${c.name}: ${file} was set aside`)
       }
       t.deepEqual(await contents(t, store), modelContents(base.model), `${c.name}: the contents`)
       t.is(s.keys, base.model.size, `${c.name}: stats().keys`)

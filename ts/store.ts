@@ -407,7 +407,7 @@ export class Store<V = Uint8Array> implements AsyncDisposable {
     return this.#exclusive(async () => {
       this.#checkWritable()
       const started = performance.now()
-      let progress = this.#call(() => this.#native.beginCompaction())
+      let progress = this.#write(() => this.#native.beginCompaction())
       try {
         while (!progress.done) {
           await nextMacrotask()
@@ -440,12 +440,12 @@ export class Store<V = Uint8Array> implements AsyncDisposable {
         this.#lastCompaction = result
         return result
       } catch (err) {
-        if (!this.#closed) {
-          try {
-            this.#native.abortCompaction()
-          } catch {
-            // closed meanwhile
-          }
+        // Also when closing (close waits for this before it closes the engine), so
+        // close's snapshot is not refused as "during a compaction".
+        try {
+          this.#native.abortCompaction()
+        } catch {
+          // the engine is closed
         }
         throw err
       }

@@ -1047,7 +1047,10 @@ impl Log {
     // ---- reads ----
 
     /// Segment index and frame position of `offset`, or `None` at or past `next_offset`.
-    fn locate(&self, offset: u64) -> Result<Option<(usize, usize)>> {
+    /// `point`: a single-record read, which may use (and grow) the dense position index;
+    /// sequential reads walk from the sparse index instead, so scanning a log does not
+    /// build a dense index of it.
+    fn locate(&self, offset: u64, point: bool) -> Result<Option<(usize, usize)>> {
         self.check_open()?;
         if offset >= self.next_offset() {
             return Ok(None);
@@ -1056,13 +1059,13 @@ impl Log {
             return Err(Error::OffsetOutOfRange { offset, first: self.first_offset() });
         }
         let i = self.segments.partition_point(|s| s.base_offset <= offset) - 1;
-        let pos = self.segments[i].position_of(offset, self.limits.index_interval_bytes)?;
+        let pos = self.segments[i].position_of(offset, self.limits.index_interval_bytes, point)?;
         Ok(Some((i, pos)))
     }
 
     /// The record at `offset`, checked (CRC, offset), or `None` at or past `next_offset`.
     pub fn read(&self, offset: u64) -> Result<Option<Record<'_>>> {
-        let Some((i, pos)) = self.locate(offset)? else { return Ok(None) };
+        let Some((i, pos)) = self.locate(offset, true)? else { return Ok(None) };
         let seg = &self.segments[i];
         let info = seg.checked_frame(pos, offset)?;
         Ok(Some(Record {
@@ -1074,7 +1077,7 @@ impl Log {
 
     /// The whole checked frame of the record at `offset` (FORMAT.md 2.2), unpadded.
     pub fn read_frame(&self, offset: u64) -> Result<Option<&[u8]>> {
-        let Some((i, pos)) = self.locate(offset)? else { return Ok(None) };
+        let Some((i, pos)) = self.locate(offset, true)? else { return Ok(None) };
         let seg = &self.segments[i];
         let info = seg.checked_frame(pos, offset)?;
         Ok(Some(&seg.bytes()[pos..pos + info.frame_len]))
@@ -1087,7 +1090,7 @@ impl Log {
         let mut out = CopyOutcome { records: 0, bytes: 0, needed: 0 };
         let mut offset = from;
         'segments: while out.records < max_records {
-            let Some((i, start)) = self.locate(offset)? else { break };
+            let Some((i, start)) = self.locate(offset, false)? else { break };
             let seg = &self.segments[i];
             let mut pos = start;
             while out.records < max_records && offset < seg.next_offset {
@@ -1159,7 +1162,7 @@ impl Log {
     /// (one index lookup, then sequential), every frame fully checked.
     pub(crate) fn scan(&self, from: u64, mut f: impl FnMut(u64, usize, u64, &[u8], usize) -> Result<bool>) -> Result<()> {
         let mut offset = from;
-        while let Some((i, mut pos)) = self.locate(offset)? {
+        while let Some((i, mut pos)) = self.locate(offset, false)? {
             let seg = &self.segments[i];
             while offset < seg.next_offset {
                 let info = seg.checked_frame(pos, offset)?;
@@ -1315,14 +1318,13 @@ fn take_lock(dir: &Path) -> Result<File> {
 /// host that is gone (an unreadable one counts as live: refusing is the safe side).
 fn js_lock_is_live(text: &str) -> bool {
     let mut parts = text.split_whitespace();
-    let (Some(pid), Some(host)) = (parts.next().and_then(|p| p.parse::<u32>().ok()), parts.next()) else {
+    let (Some(pid), Some(host)) = (parts.next().and_then(|p| p.parse::<i32>().ok()), parts.next()) else {
         return true;
     };
-    let this_host = fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
-    if host != this_host {
-        return true;
+    match sys::hostname() {
+        Some(this_host) if this_host == host => sys::process_exists(pid),
+        _ => true,
     }
-    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Segment files in base-offset order. A writer (`removed` given) deletes leftover

@@ -461,9 +461,9 @@ impl Segment {
     /// Position of the frame holding `offset` (which must be in this segment), using the
     /// sparse index as a hint: the hit is checked against the frame, and an index that
     /// lies is rebuilt from the log before trying again.
-    pub fn position_of(&self, offset: u64, index_interval: usize) -> Result<usize> {
+    pub fn position_of(&self, offset: u64, index_interval: usize, dense: bool) -> Result<usize> {
         debug_assert!(offset >= self.base_offset && offset < self.next_offset);
-        let (pos, index_lies) = self.position_via_dense((offset - self.base_offset) as usize);
+        let (pos, index_lies) = if dense { self.position_via_dense((offset - self.base_offset) as usize) } else { (None, false) };
         if index_lies {
             // A sparse entry the walk passed disagrees with the frames: repair it now, as
             // a read through it would have (verify and time lookups use it).

@@ -219,6 +219,8 @@ pub struct SnapshotJob {
     /// Delete every older snapshot once this one is in place (after a compaction: they
     /// point into removed segments).
     drop_older: bool,
+    /// `bytes_since_snapshot` when it began (restored if it fails).
+    bytes_before: u64,
 }
 
 impl SnapshotJob {
@@ -389,7 +391,17 @@ impl Store {
                 Err(why) => {
                     self.table.clear();
                     self.live_bytes = 0;
-                    self.report.warnings.push(format!("snapshot {} skipped: {why}", path.display()));
+                    if position > self.log.next_offset() {
+                        // Ahead of the log (recovery cut records it covered): once new
+                        // writes pass its position it would pass every check and hide
+                        // them. Set aside under a name that is never loaded.
+                        let mut aside = path.clone().into_os_string();
+                        aside.push(".rejected");
+                        fs::rename(&path, &aside).map_err(Error::io("set aside snapshot", &path))?;
+                        self.report.warnings.push(format!("snapshot {} skipped and renamed to *.rejected: {why}", path.display()));
+                    } else {
+                        self.report.warnings.push(format!("snapshot {} skipped: {why}", path.display()));
+                    }
                 }
             }
         }
@@ -679,8 +691,9 @@ impl Store {
         h[56..60].copy_from_slice(&entries_crc.to_le_bytes());
         let crc = crc32fast::hash(&h[0..60]);
         h[60..64].copy_from_slice(&crc.to_le_bytes());
-        self.bytes_since_snapshot = 0;
+        let bytes_before = std::mem::take(&mut self.bytes_since_snapshot);
         Ok(SnapshotJob {
+            bytes_before,
             position,
             bytes,
             path: self.snapshot_dir().join(snapshot_file_name(position)),
@@ -696,12 +709,11 @@ impl Store {
     pub fn complete_snapshot(&mut self, mut job: SnapshotJob) -> Result<PathBuf> {
         let sync = job.sync_result.take().unwrap_or_else(|| Err(io::Error::other("snapshot job was not run")));
         if let Err(e) = self.log.complete_sync(&job.sync, sync) {
-            self.bytes_since_snapshot += job.bytes.len() as u64;
+            self.bytes_since_snapshot += job.bytes_before;
             return Err(e);
         }
         if let Err(e) = job.write_result.take().unwrap_or(Ok(())) {
-            // Try again at the next opportunity.
-            self.bytes_since_snapshot = self.bytes_since_snapshot.max(1);
+            self.bytes_since_snapshot += job.bytes_before;
             return Err(e);
         }
         self.last_snapshot = Some(job.position);
