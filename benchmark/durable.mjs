@@ -57,7 +57,7 @@ import path from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { setImmediate as immediate } from 'node:timers/promises'
 import { PAYLOAD_BYTES, payloadFor, checkPayload } from './payload.mjs'
-import { Samples, spread, drainDirty, machineLoad, machineCpu, deviceWriteStats, buildId, environment, isMemoryFs, snapshotBuild } from './harness.mjs'
+import { Samples, spread, drainDirty, machineLoad, machineCpu, deviceWriteStats, buildId, environment, isMemoryFs, snapshotBuild, cliArgs, BUSY_WARN } from './harness.mjs'
 
 const SCRIPT = fileURLToPath(import.meta.url)
 const HERE = path.dirname(SCRIPT)
@@ -81,16 +81,10 @@ const SIZES = {
 const GOAL_RATE_RATIO = 100 // durable256 appends/s >= 100x one-fdatasync-per-record
 const GOAL_P99_RATIO = 3 // p99 ack at 256 callers <= 3x p99 fdatasync
 
-const BUSY_WARN = 0.25 // CPUs busy with other processes before a child starts
 const DISK_BUSY_WARN = 0.2 // the disk busy with other processes' I/O before a child starts
 const POOL = 4096
 
-const args = process.argv.slice(2)
-const flag = (name) => args.includes(name)
-const opt = (name, dflt) => {
-  const i = args.indexOf(name)
-  return i >= 0 && i + 1 < args.length ? args[i + 1] : dflt
-}
+const { flag, opt } = cliArgs()
 
 // ---------------------------------------------------------------------------
 // Children: one workload, one trial, one JSON line on stdout.

@@ -236,3 +236,16 @@ export function packageVersions(nodeModules, names) {
   }
   return out
 }
+
+/** A run is flagged when other processes kept the CPUs busier than this before it started. */
+export const BUSY_WARN = 0.25
+
+/** The command line: `flag('--quick')`, `opt('--trials', '5')` (the value after a name). */
+export function cliArgs(args = process.argv.slice(2)) {
+  const flag = (name) => args.includes(name)
+  const opt = (name, dflt) => {
+    const i = args.indexOf(name)
+    return i >= 0 && i + 1 < args.length ? args[i + 1] : dflt
+  }
+  return { args, flag, opt }
+}

@@ -28,7 +28,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { PAYLOAD_BYTES, fillPayload, payloadFor, checkPayload, embeddedOffset } from './payload.mjs'
-import { median, drainDirty, machineLoad, buildId, environment } from './harness.mjs'
+import { median, drainDirty, machineLoad, buildId, environment, cliArgs, BUSY_WARN } from './harness.mjs'
 
 const SCRIPT = fileURLToPath(import.meta.url)
 const HERE = path.dirname(SCRIPT)
@@ -50,15 +50,8 @@ const SIZES = {
   quick: { records: 500_000, gets: 200_000, warmup: 50_000 },
 }
 
-// A run is flagged when other processes kept the CPUs busier than this before it started.
-const BUSY_WARN = 0.25
 
-const args = process.argv.slice(2)
-const flag = (name) => args.includes(name)
-const opt = (name, dflt) => {
-  const i = args.indexOf(name)
-  return i >= 0 && i + 1 < args.length ? args[i + 1] : dflt
-}
+const { flag, opt } = cliArgs()
 
 if (flag('--child')) {
   await child(opt('--child'), {

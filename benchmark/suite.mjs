@@ -37,20 +37,14 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { drainDirty, machineLoad, environment, isMemoryFs, snapshotBuild, packageVersions, buildId } from './harness.mjs'
+import { drainDirty, machineLoad, environment, isMemoryFs, snapshotBuild, packageVersions, buildId, cliArgs, BUSY_WARN } from './harness.mjs'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.join(HERE, '..')
 const CHILD = path.join(HERE, 'suite', 'child.mjs')
 const RESULTS = path.resolve(process.argv.includes('--results') ? process.argv[process.argv.indexOf('--results') + 1] : path.join(HERE, 'results'))
-const BUSY_WARN = 0.25
 
-const args = process.argv.slice(2)
-const flag = (name) => args.includes(name)
-const opt = (name, dflt) => {
-  const i = args.indexOf(name)
-  return i >= 0 && i + 1 < args.length ? args[i + 1] : dflt
-}
+const { flag, opt } = cliArgs()
 const say = (s) => process.stderr.write(s + '\n')
 
 function fail(msg) {

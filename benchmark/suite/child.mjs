@@ -9,14 +9,11 @@
 
 import fs from 'node:fs'
 import path from 'node:path'
+import { cliArgs } from '../harness.mjs'
 import { libraryById } from './peers.mjs'
 import { workloadById, SIZES, Unavailable, runAppend, runDurable, runScan, runGet, runOpen, runKv, buildRecords, buildKv, buildImage } from './workloads.mjs'
 
-const args = process.argv.slice(2)
-const opt = (name) => {
-  const i = args.indexOf(name)
-  return i >= 0 && i + 1 < args.length ? args[i + 1] : undefined
-}
+const { opt } = cliArgs()
 
 const RUNNERS = { append: runAppend, durable: runDurable, scan: runScan, get: runGet, open: runOpen, kv: runKv }
 

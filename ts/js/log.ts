@@ -10,6 +10,7 @@
 // progress (the native engine loses none: its appends land in a shared mapping).
 import * as fs from 'node:fs'
 
+import type { NativeOpenOptions, NativeProblem, NativeRecoveryReport, NativeRemovedSegment, NativeSegmentInfo, NativeSyncOutcome, NativeVerifyReport } from '../../native/binding.js'
 import { seglogError, type SeglogError } from '../errors'
 import { corrupt, fsyncDir, io, ioError, joinPath } from './files'
 import { JsLock } from './lock'
@@ -47,78 +48,15 @@ if (new Uint8Array(new Uint32Array([1]).buffer)[0] !== 1) {
   throw new Error("seglog's JS engine needs a little-endian platform")
 }
 
-export interface JsOpenOptions {
-  segmentBytes?: number
-  indexIntervalBytes?: number
-  maxRecordBytes?: number
-  readOnly?: boolean
-  retentionBytes?: number
-  retentionMs?: number
-  retentionRecords?: number
-  retainForCursors?: boolean
-  archiveDir?: string
-  frequentSyncs?: boolean
-}
-
-/** What a sync resolves with (the native binding's `NativeSyncOutcome`). */
-export interface JsSyncOutcome {
-  durable?: number
-  code?: string
-  message?: string
-}
-
-interface Truncation {
-  segment: string
-  position: number
-  firstDroppedOffset: number
-  bytesDropped: number
-  recordsDropped: number
-  reason: string
-}
-
-interface RecoveryReport {
-  truncation?: Truncation
-  indexesRebuilt: string[]
-  tempFilesRemoved: string[]
-}
-
-interface Problem {
-  segment: string
-  offset?: number
-  position?: number
-  reason: string
-}
-
-export interface JsVerifyReport {
-  ok: boolean
-  segments: number
-  records: number
-  bytes: number
-  indexEntries: number
-  firstOffset: number
-  nextOffset: number
-  problem?: Problem
-}
-
-export interface JsSegmentInfo {
-  path: string
-  baseOffset: number
-  nextOffset: number
-  records: number
-  dataBytes: number
-  fileBytes: number
-  createdMs: number
-  minTimestamp?: number
-  maxTimestamp?: number
-  indexEntries: number
-}
-
-export interface JsRemovedSegment {
-  path: string
-  baseOffset: number
-  nextOffset: number
-  fileBytes: number
-}
+// The report shapes are the native binding's (type-only imports: erased at build, so this
+// engine loads where the addon does not).
+export type JsOpenOptions = NativeOpenOptions
+export type JsSyncOutcome = NativeSyncOutcome
+type RecoveryReport = NativeRecoveryReport
+type Problem = NativeProblem
+export type JsVerifyReport = NativeVerifyReport
+export type JsSegmentInfo = NativeSegmentInfo
+export type JsRemovedSegment = NativeRemovedSegment
 
 /** `ERR_SEGLOG_UNSUPPORTED`: a feature the JS engine does not implement. */
 export function unsupported(feature: string): SeglogError {
